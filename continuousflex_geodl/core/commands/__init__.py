@@ -1,0 +1,1 @@
+"""Subcommands of ``continuousflex-geodl`` (one module each; see ``core.cli``)."""
