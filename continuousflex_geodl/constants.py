@@ -1,0 +1,42 @@
+"""Constants of the Scipion layer: plugin variables, attribute names, choices.
+
+Nothing here imports Scipion; the core never needs these names.
+"""
+
+# ---- Plugin variables (Scipion config / environment) -----------------------
+#: Default device for protocols that train or decode: 'cpu' or 'cuda'.
+CFGEODL_DEVICE = 'CFGEODL_DEVICE'
+CFGEODL_DEVICE_DEFAULT = 'cpu'
+#: Fixed, writable KeOps build folder shared by all runs (JIT-compiled formulas
+#: are reused; the default KeOps folder changes with the host name).
+CFGEODL_KEOPS_CACHE = 'CFGEODL_KEOPS_CACHE'
+#: Python interpreter that has the core installed (default: Scipion's own).
+CFGEODL_PYTHON = 'CFGEODL_PYTHON'
+
+#: Name stored in FlexInfo.progName of every flexible object we produce.
+PROG_NAME = 'ContinuousFlexGeoDL'
+
+#: The command the protocols run in a worker process:
+#: ``<python> -m continuousflex_geodl <command> ...``.
+CLI_MODULE = 'continuousflex_geodl'
+
+# ---- Attributes written on Scipion objects ---------------------------------
+#: Ground-truth conformational coordinates of simulated particles (CsvList).
+ATTR_GT_COORD = '_cfgeodl_gtCoord'
+#: Ground-truth discrete state (Integer) of simulated particles (-1 = none).
+ATTR_GT_STATE = '_cfgeodl_gtState'
+#: Landscape state / cluster label of a particle (Integer, 1-based).
+ATTR_STATE = '_cfgeodl_state'
+#: Normal-mode amplitudes written by ContinuousFlex HEMNMA (CsvList).
+ATTR_HEMNMA = '_xmipp_nmaDisplacements'
+
+# FlexInfo attribute names (set with FlexInfo.setAttr)
+FLEX_MODEL_DIR = 'modelPath'
+FLEX_ZDIM = 'zdim'
+FLEX_LATENTS_FILE = 'latentsFile'
+FLEX_SOURCE = 'latentSource'
+
+# ---- Choices -----------------------------------------------------------------
+MOTIONS = ['hinge', 'linear', 'nma']
+POPULATIONS = ['three_mode', 'uniform', 'grid']
+PRIORS = ['gmm', 'vae']

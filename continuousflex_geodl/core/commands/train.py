@@ -1,0 +1,78 @@
+"""Train the conformational model on particles with poses and CTF.
+
+Learns an encoder (particle image -> latent z), a point-cloud decoder
+(z -> pseudo-atom displacements of the reference) and a latent prior from
+CTF-modulated projections of the deformed reference.  Writes the model
+directory (config.json, reference.npz, weights.pt, history.json,
+checkpoints/).  Example::
+
+    continuousflex-geodl train --particles P.star --reference REF.pdb --out MODEL
+"""
+import os
+
+
+def add_args(p):
+    p.add_argument('--particles', required=True, help='particles (.star or .xmd) with poses and CTF')
+    p.add_argument('--reference', required=True,
+                   help='atomic model (.pdb/.cif), consensus map (.mrc) or reference cloud (.npz)')
+    p.add_argument('--out', required=True, help='output model directory')
+    p.add_argument('--zdim', type=int, default=4, help='latent dimension (default 4)')
+    p.add_argument('--epochs', type=int, default=30, help='training epochs (default 30)')
+    p.add_argument('--batch-size', type=int, default=32, help='global batch size (default 32)')
+    p.add_argument('--lr', type=float, default=2e-3, help='learning rate (default 2e-3)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--prior', default='gmm', choices=['gmm', 'gaussian'],
+                   help="latent prior: 'gmm' (cryoTWIN trainable mixture, default) or "
+                        "'gaussian' (VAE KL)")
+    p.add_argument('--beta', type=float, default=0.125, help='weight of the latent rate (default 1/8)')
+    p.add_argument('--n-atoms', default=None,
+                   help='pseudo-atoms of the reference (default: sized for box and pixel '
+                        'size; 0 or all: every atom of the model)')
+    p.add_argument('--sigma', type=float, default=None, help='pseudo-atom width in A (default: auto)')
+    p.add_argument('--refine-poses', action='store_true',
+                   help='learn small per-particle rotation and shift corrections')
+    p.add_argument('--nma-modes', type=int, default=0,
+                   help='restrict displacements to this many elastic-network normal modes '
+                        '(0: free-form point-network field, default)')
+    p.add_argument('--encoder-inputs', default=None,
+                   help="'modes', 'image' or 'modes+image' (default modes+image)")
+    p.add_argument('--loss-resolution', type=float, default=None,
+                   help='highest resolution (A) used in the image loss (default: Nyquist)')
+    p.add_argument('--time-limit', type=float, default=None,
+                   help='stop at the end of the epoch that would exceed this many minutes')
+    p.add_argument('--resume', action='store_true', help='continue from the last checkpoint in --out')
+    p.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch default)')
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (default cpu)")
+    p.add_argument('--w-knn', type=float, default=None, help='weight of the kNN distance term')
+    p.add_argument('--w-sinkhorn', type=float, default=None, help='weight of the Sinkhorn term')
+
+
+def main(args):
+    from ..engine import train
+    from ..models.reference import build_reference
+    from ..particles import load_particles
+    pset = load_particles(args.particles)
+    settings = dict(zdim=args.zdim, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, seed=args.seed, prior=args.prior, beta=args.beta,
+                    refine_poses=bool(args.refine_poses), threads=args.threads,
+                    device=args.device, loss_resolution=args.loss_resolution,
+                    time_limit=args.time_limit)
+    if args.nma_modes:
+        settings.update(decoder='nma', nma_modes=int(args.nma_modes))
+    if args.encoder_inputs:
+        settings['encoder_inputs'] = args.encoder_inputs
+    if args.w_knn is not None:
+        settings['w_knn'] = args.w_knn
+    if args.w_sinkhorn is not None:
+        settings['w_sinkhorn'] = args.w_sinkhorn
+    resuming = args.resume and os.path.exists(os.path.join(args.out, 'checkpoints', 'last.pt'))
+    if resuming:
+        ref = build_reference(os.path.join(args.out, 'reference.npz'))
+    else:
+        ref = build_reference(args.reference, n_atoms=args.n_atoms, apix=pset.apix,
+                              sigma=args.sigma, seed=args.seed)
+    print('reference: %d pseudo-atoms, sigma %.2f A' % (len(ref.positions), ref.sigma),
+          flush=True)
+    train(pset, (ref.positions, ref.amplitudes, ref.sigma), args.out, resume=args.resume,
+          **settings)
+    print('model written to %s' % args.out)

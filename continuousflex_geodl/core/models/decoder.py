@@ -1,0 +1,183 @@
+"""Point-cloud decoders: latent z -> per-pseudo-atom displacements (A).
+
+``PointDecoder`` (default, free-form) is a point neural network over the
+reference cloud:
+
+1. per-atom features from Fourier features of the reference position;
+2. ``n_conv`` kernel point convolutions (message passing on the k-nearest-
+   neighbour graph of the reference, Gaussian distance kernel, relative
+   positions in the messages, dMaSIF-like) -- independent of z, computed once
+   per forward;
+3. conditioning on z, either ``'film'``: a per-atom MLP on the point
+   features modulated by a linear map of z (FiLM), then a linear head; or
+   ``'lowrank'`` (default, ~10x cheaper): the point features give H
+   displacement fields ``phi_h`` (N, 3) and an MLP of z their coefficients,
+   ``d = sum_h psi_h(z) phi_h`` -- any rigid-domain motion is exactly of
+   this form with H >= 2 x (number of moving domains) x 3;
+4. the output (3 displacement components, optionally a log amplitude
+   change) is zero-initialised so that every z starts at the reference;
+5. a fixed Gaussian smoothing of the displacement field over the graph
+   (no tearing at the scale of the neighbourhood).
+
+``ModeDecoder`` restricts displacements to an elastic-network normal-mode
+basis of the reference (DeepHEMNMA bridge): ``d = sum_m c_m(z) v_m`` with
+``c = MLP(z)``.
+
+Both take z (B, K) and return ``(displacements (B, N, 3), log_amp (B, N) or
+None)``.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def knn_graph(positions, k):
+    """Indices (N, k) of the k nearest neighbours (self included first)."""
+    from scipy.spatial import cKDTree
+    pos = np.asarray(positions, dtype=np.float64)
+    k = min(k, len(pos))
+    _, idx = cKDTree(pos).query(pos, k=k)
+    return idx.reshape(len(pos), k)
+
+
+def fourier_features(x, n_freq):
+    """(N, 3) normalised positions -> (N, 3 + 6 n_freq) features."""
+    feats = [x]
+    for f in range(n_freq):
+        w = (2.0 ** f) * math.pi
+        feats += [torch.sin(w * x), torch.cos(w * x)]
+    return torch.cat(feats, -1)
+
+
+class KernelConv(nn.Module):
+    """Point convolution on a fixed kNN graph with a Gaussian distance kernel.
+
+    ``h'_j = h_j + act(sum_i w_ij (W h_i + P (x_i - x_j) / rho))`` with
+    ``w_ij = exp(-|x_i - x_j|^2 / 2 rho^2)`` normalised over the neighbours.
+    """
+
+    def __init__(self, width):
+        super().__init__()
+        self.lin = nn.Linear(width, width)
+        self.rel = nn.Linear(3, width, bias=False)
+        self.act = nn.SiLU()
+
+    def forward(self, h, nbr, rel, w):
+        # h (N, H) ; nbr (N, k) ; rel (N, k, 3) ; w (N, k)
+        m = self.lin(h)[nbr] + self.rel(rel)  # (N, k, H)
+        return h + self.act((w.unsqueeze(-1) * m).sum(1))
+
+
+class _GraphMixin:
+    def _init_graph(self, reference, k, smooth_rho=None):
+        ref = np.asarray(reference, dtype=np.float64)
+        n = len(ref)
+        nbr = knn_graph(ref, k)
+        rel = ref[nbr] - ref[:, None, :]
+        dist = np.sqrt((rel ** 2).sum(-1))
+        rho = float(np.median(dist[:, -1])) if n > 1 else 1.0
+        rho = max(rho, 1e-3)
+        w = np.exp(-dist ** 2 / (2 * rho ** 2))
+        w /= w.sum(1, keepdims=True)
+        self.rho = rho
+        self.register_buffer('nbr', torch.as_tensor(nbr, dtype=torch.long))
+        self.register_buffer('rel', torch.as_tensor(rel / rho, dtype=torch.float32))
+        self.register_buffer('w', torch.as_tensor(w, dtype=torch.float32))
+        srho = rho if smooth_rho is None else smooth_rho
+        ws = np.exp(-dist ** 2 / (2 * srho ** 2))
+        ws /= ws.sum(1, keepdims=True)
+        self.register_buffer('w_smooth', torch.as_tensor(ws, dtype=torch.float32))
+
+    def smooth(self, d):
+        """Gaussian neighbourhood average of a per-atom field (B, N, C)."""
+        if self.smooth_steps <= 0:
+            return d
+        for _ in range(self.smooth_steps):
+            d = (d[:, self.nbr, :] * self.w_smooth[None, :, :, None]).sum(2)
+        return d
+
+
+class PointDecoder(nn.Module, _GraphMixin):
+    """Free-form point-network decoder (see module docstring)."""
+
+    def __init__(self, reference, zdim, width=64, n_conv=2, k=16, n_freq=3,
+                 amplitudes=False, smooth_steps=1, conditioning='lowrank', rank=32):
+        super().__init__()
+        if conditioning not in ('film', 'lowrank'):
+            raise ValueError("Unknown decoder conditioning '%s': use 'lowrank' or 'film'."
+                             % conditioning)
+        self.conditioning = conditioning
+        ref = torch.as_tensor(np.asarray(reference), dtype=torch.float32)
+        self.zdim = int(zdim)
+        self.amplitudes = bool(amplitudes)
+        self.smooth_steps = int(smooth_steps)
+        centre = ref.mean(0)
+        radius = float(torch.sqrt(((ref - centre) ** 2).sum(1).mean()).clamp_min(1e-3))
+        self.register_buffer('xn', (ref - centre) / (2.0 * radius))
+        self._init_graph(ref.numpy(), k)
+        fin = 3 + 6 * n_freq
+        self.n_freq = int(n_freq)
+        self.embed = nn.Sequential(nn.Linear(fin, width), nn.SiLU(),
+                                   nn.Linear(width, width))
+        self.convs = nn.ModuleList([KernelConv(width) for _ in range(n_conv)])
+        nout = 4 if self.amplitudes else 3
+        self.nout = nout
+        if conditioning == 'film':
+            self.zmap = nn.Linear(self.zdim, 2 * width)
+            self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                     nn.Linear(width, width), nn.SiLU())
+            self.head = nn.Linear(width, nout)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        else:
+            self.rank = int(rank)
+            self.fields = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                        nn.Linear(width, nout * self.rank))
+            self.coef = nn.Sequential(nn.Linear(self.zdim, width), nn.SiLU(),
+                                      nn.Linear(width, width), nn.SiLU(),
+                                      nn.Linear(width, self.rank))
+            nn.init.zeros_(self.coef[-1].weight)
+            nn.init.zeros_(self.coef[-1].bias)
+
+    def point_features(self):
+        h = self.embed(fourier_features(self.xn, self.n_freq))
+        for conv in self.convs:
+            h = conv(h, self.nbr, self.rel, self.w)
+        return h  # (N, H)
+
+    def forward(self, z):
+        h = self.point_features()
+        if self.conditioning == 'film':
+            g, b = self.zmap(z).chunk(2, dim=-1)  # (B, H) each
+            u = h.unsqueeze(0) * (1 + g.unsqueeze(1)) + b.unsqueeze(1)
+            out = self.head(self.mlp(u))  # (B, N, 3|4)
+            out = self.smooth(out)
+        else:
+            phi = self.fields(h).view(-1, self.nout, self.rank)  # (N, C, H)
+            phi = self.smooth(phi.reshape(1, -1, self.nout * self.rank)).view_as(phi)
+            out = torch.einsum('nch,bh->bnc', phi, self.coef(z))
+        disp = out[..., :3]
+        log_amp = out[..., 3] if self.amplitudes else None
+        return disp, log_amp
+
+
+class ModeDecoder(nn.Module):
+    """Displacements in a normal-mode basis: ``d = V c(z)``, ``c = MLP(z)``."""
+
+    def __init__(self, modes, zdim, width=64):
+        super().__init__()
+        modes = torch.as_tensor(np.asarray(modes), dtype=torch.float32)
+        self.register_buffer('modes', modes)  # (N, 3, M)
+        self.zdim = int(zdim)
+        M = modes.shape[-1]
+        self.mlp = nn.Sequential(nn.Linear(self.zdim, width), nn.SiLU(),
+                                 nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, M))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, z):
+        c = self.mlp(z)  # (B, M)
+        return torch.einsum('nim,bm->bni', self.modes, c), None

@@ -1,0 +1,212 @@
+"""The whole conformational model: reference cloud, encoder, decoder, prior.
+
+``FlexModel(config, positions, amplitudes, enc_modes=None, dec_modes=None)``
+is rebuilt from its JSON-able ``config`` and the reference arrays, so a model
+directory (``config.json``, ``reference.npz``, ``weights.pt``) is enough to
+use it again.  Learned globals: ``log_scale`` (particle / rendered intensity
+ratio) and ``log_sigma`` (pseudo-atom width, A).
+
+Pipeline for a batch (``models.data.make_batch``): ``encode`` -> z (B, K),
+``decode`` -> deformed positions (B, N, 3) and amplitudes, ``render`` ->
+CTF-modulated projection spectra on the loss grid, compared with the
+particles' spectra in ``core.losses``.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import imaging
+from .decoder import ModeDecoder, PointDecoder
+from .encoder import Encoder
+from .pose import PoseCorrection
+from .prior import make_prior
+
+#: defaults of every model setting (see ``engine.TrainConfig`` for training ones)
+MODEL_DEFAULTS = dict(
+    zdim=4,                 # latent dimension
+    prior='gmm',            # 'gmm' (cryoTWIN) or 'gaussian' (VAE KL)
+    gmm_components=100,
+    gmm_box=3.0,            # T, side of the integration box
+    decoder='free',         # 'free' (point network) or 'nma' (normal-mode basis)
+    dec_width=64,
+    dec_conv=2,
+    dec_k=16,
+    dec_amplitudes=False,
+    dec_smooth=1,
+    dec_conditioning='lowrank',
+    dec_rank=32,
+    nma_modes=0,            # decoder basis size when decoder == 'nma'
+    encoder_inputs='modes+image',
+    enc_modes=16,           # modes used for the encoder's linearised features
+    enc_resolution=8.0,     # A, low-pass / crop of the encoder inputs
+    enc_width=128,
+    mode_lambda=0.25,       # ridge (1 / A^2) of the linearised amplitude estimate
+    loss_resolution=None,   # A; None -> Nyquist
+    refine_poses=False,
+    n_particles=0,
+    box=None,
+    apix=None,
+    sigma=None,
+    seed=0,
+)
+
+
+class FlexModel(nn.Module):
+    """Reference + encoder + decoder + prior (+ pose corrections)."""
+
+    def __init__(self, config, positions, amplitudes, enc_modes=None, dec_modes=None):
+        super().__init__()
+        cfg = dict(MODEL_DEFAULTS)
+        cfg.update(config)
+        self.config = cfg
+        if cfg['box'] is None or cfg['apix'] is None or cfg['sigma'] is None:
+            raise ValueError('FlexModel needs box, apix and sigma in its config.')
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.float32)
+        amp = torch.as_tensor(np.asarray(amplitudes), dtype=torch.float32)
+        self.register_buffer('ref_pos', pos)
+        self.register_buffer('ref_amp', amp)
+        self.box = int(cfg['box'])
+        self.apix = float(cfg['apix'])
+        self.loss_box = imaging.crop_box_for_resolution(self.box, self.apix,
+                                                        cfg['loss_resolution'])
+        self.enc_box = imaging.crop_box_for_resolution(self.box, self.apix,
+                                                       cfg['enc_resolution'])
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(float(cfg['sigma']))))
+        self.register_buffer('noise_var', torch.ones(()))
+        # frozen at calibration: encoder inputs are a fixed function of the particle
+        self.register_buffer('feat_log_scale', torch.zeros(()))
+        self.register_buffer('feat_log_sigma', torch.tensor(math.log(float(cfg['sigma']))))
+        zdim = int(cfg['zdim'])
+        self.zdim = zdim
+        # decoder
+        if cfg['decoder'] == 'nma':
+            if dec_modes is None:
+                raise ValueError("decoder='nma' needs normal modes of the reference.")
+            self.decoder = ModeDecoder(dec_modes, zdim, width=cfg['dec_width'])
+        elif cfg['decoder'] == 'free':
+            self.decoder = PointDecoder(pos.numpy(), zdim, width=cfg['dec_width'],
+                                        n_conv=cfg['dec_conv'], k=cfg['dec_k'],
+                                        amplitudes=cfg['dec_amplitudes'],
+                                        smooth_steps=cfg['dec_smooth'],
+                                        conditioning=cfg['dec_conditioning'],
+                                        rank=cfg['dec_rank'])
+        else:
+            raise ValueError("Unknown decoder '%s': use 'free' or 'nma'." % cfg['decoder'])
+        # encoder
+        inputs = set(str(cfg['encoder_inputs']).replace(',', '+').split('+'))
+        unknown = inputs - {'modes', 'image'}
+        if unknown:
+            raise ValueError("Unknown encoder input(s) %s: use 'modes', 'image' or "
+                             "'modes+image'." % sorted(unknown))
+        self.use_modes = 'modes' in inputs
+        self.use_image = 'image' in inputs
+        n_feat = 0
+        if self.use_modes:
+            if enc_modes is None:
+                raise ValueError("Encoder input 'modes' needs normal modes of the reference.")
+            self.register_buffer('enc_modes', torch.as_tensor(np.asarray(enc_modes),
+                                                              dtype=torch.float32))
+            n_feat = 2 * self.enc_modes.shape[-1]
+        self.prior = make_prior(cfg['prior'], zdim, cfg['gmm_components'],
+                                cfg['gmm_box'], seed=cfg['seed'])
+        self.encoder = Encoder(zdim, n_mode_features=n_feat,
+                               image_box=self.enc_box if self.use_image else 0,
+                               width=cfg['enc_width'],
+                               stochastic=self.prior.stochastic_encoder)
+        self.pose = PoseCorrection(cfg['n_particles']) if cfg['refine_poses'] else None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def sigma(self):
+        return torch.exp(self.log_sigma)
+
+    @property
+    def loss_apix(self):
+        return self.apix * self.box / self.loss_box
+
+    @property
+    def enc_apix(self):
+        return self.apix * self.box / self.enc_box
+
+    def decode(self, z):
+        """Deformed clouds for latents z (B, K): positions (B, N, 3), amplitudes."""
+        disp, log_amp = self.decoder(z)
+        pos = self.ref_pos.unsqueeze(0) + disp
+        amp = self.ref_amp if log_amp is None else self.ref_amp * torch.exp(log_amp)
+        return pos, amp
+
+    def poses(self, batch):
+        """Rotations and shifts, with the learned corrections when enabled."""
+        if self.pose is None:
+            return batch['rot'], batch['shifts']
+        return self.pose(batch['idx_t'], batch['rot'], batch['shifts'])
+
+    def render(self, positions, amplitudes, rotations, shifts, ctf):
+        """Spectra on the loss grid of the CTF-modulated projections, scaled."""
+        F = imaging.render_fourier(positions, amplitudes, self.sigma, rotations,
+                                   self.loss_box, self.loss_apix, shifts, ctf, self.box)
+        return F * torch.exp(self.log_scale)
+
+    # ----------------------------------------------------------------- encoder
+    @torch.no_grad()
+    def encoder_inputs(self, batch):
+        """(mode features (B, 2M) or None, images (B, 2, e, e) or None)."""
+        e, ea = self.enc_box, self.enc_apix
+        R, t, C = batch['rot'], batch['shifts'], batch['ctf_enc']
+        scale = torch.exp(self.feat_log_scale)
+        sigma = torch.exp(self.feat_log_sigma)
+        Fi = batch['F_enc']
+        feats = images = None
+        Fref = None
+        if self.use_modes or self.use_image:
+            Fref = imaging.render_fourier(self.ref_pos, self.ref_amp, sigma, R, e, ea,
+                                          t, C, self.box) * scale
+        W = imaging.lowpass_weights(e, ea, self.config['enc_resolution'],
+                                    device=Fi.device)
+        if self.use_modes:
+            J = imaging.mode_jacobian_spectra(self.ref_pos, self.ref_amp, sigma, R, e, ea,
+                                              t, C, self.box, self.enc_modes) * scale
+            r = (Fi - Fref) * W
+            inv = 1.0 / self.noise_var
+            f = torch.einsum('bmyx,byx->bm', J.conj(), r).real * inv
+            G = torch.einsum('bmyx,bnyx->bmn', J.conj(), J * W.unsqueeze(0)).real * inv
+            M = G.shape[-1]
+            lam = float(self.config['mode_lambda'])
+            a = torch.linalg.solve(G + lam * torch.eye(M, device=G.device), f.unsqueeze(-1))
+            diag = torch.diagonal(G, dim1=-2, dim2=-1)
+            feats = torch.cat([a.squeeze(-1), torch.log1p(diag)], -1)
+        if self.use_image:
+            # CTF-multiplied (phase-flipped and weighted), re-centred, low-passed
+            Cc = C
+            back = (-t) if t is not None else None
+            pi = Fi * (-Cc) * W
+            pr = Fref * (-Cc) * W
+            if back is not None:
+                pi = imaging.fourier_shift(pi, back, e, ea)
+                pr = imaging.fourier_shift(pr, back, e, ea)
+            ii = torch.fft.ifft2(pi, norm='ortho').real
+            ir = torch.fft.ifft2(pr, norm='ortho').real
+            psi = batch['euler'][:, 2]
+            images = torch.stack([imaging.rotate_inplane(ii, psi),
+                                  imaging.rotate_inplane(ir, psi)], 1)
+        return feats, images
+
+    def encode(self, batch, inputs=None):
+        """Latent mean (B, K) and log variance (VAE) or None."""
+        feats, images = self.encoder_inputs(batch) if inputs is None else inputs
+        return self.encoder(feats, images)
+
+    # ------------------------------------------------------------- persistence
+    def arrays(self):
+        """Reference and basis arrays needed to rebuild the model (numpy)."""
+        out = dict(positions=self.ref_pos.cpu().numpy(),
+                   amplitudes=self.ref_amp.cpu().numpy(),
+                   sigma=np.float32(float(self.config['sigma'])))
+        if self.use_modes:
+            out['enc_modes'] = self.enc_modes.cpu().numpy()
+        if isinstance(self.decoder, ModeDecoder):
+            out['dec_modes'] = self.decoder.modes.cpu().numpy()
+        return out

@@ -1,0 +1,202 @@
+"""Fourier-space image handling shared by the encoder, the losses and inference.
+
+All Fourier transforms here are ``torch.fft.fft2(..., norm='ortho')`` in the
+unshifted layout, so white real-space noise of variance s2 per pixel has
+variance s2 per Fourier coefficient whatever the box.  A *cropped* Fourier
+grid (``fourier_crop``) keeps the low frequencies of a D-pixel image on a
+d-pixel grid (pixel size ``apix * D / d``); a cloud rendered directly on that
+grid has, after ``render_fourier``, the same coefficients as the cropped
+transform of the full-size rendering (up to sampling aliasing of the
+Gaussians, small when sigma >= the coarse pixel size / 1.5).
+
+Conventions are those of ``core``: the image-formation filter is ``-C``
+(protein white), shifts t in A put the molecule centre at box centre + t.
+"""
+import math
+
+import numpy as np
+
+_FREQ_CACHE = {}
+
+
+def even_box(x):
+    """Nearest even integer >= 8 (boxes are even)."""
+    return max(8, int(round(x / 2.0)) * 2)
+
+
+def crop_box_for_resolution(box, apix, resolution):
+    """Smallest even box whose Nyquist frequency reaches ``resolution`` (A)."""
+    if resolution is None or resolution <= 2 * apix:
+        return int(box)
+    return min(int(box), even_box(math.ceil(2.0 * box * apix / resolution)))
+
+
+def freq_grid(box, apix, device=None):
+    """(D, D, 2) torch float32 frequencies (fx, fy) in 1/A, unshifted layout."""
+    import torch
+    key = (int(box), float(apix), str(device))
+    if key not in _FREQ_CACHE:
+        f = torch.fft.fftfreq(int(box), d=float(apix))
+        fy, fx = torch.meshgrid(f, f, indexing='ij')
+        _FREQ_CACHE[key] = torch.stack([fx, fy], -1).to(device=device,
+                                                          dtype=torch.float32)
+    return _FREQ_CACHE[key]
+
+
+def ctf_values(ctf_params, box, apix, device=None):
+    """CTF values C (B, D, D) float32 from (B, 7) parameters (core layout).
+
+    ``ctf_params`` columns: dfu A, dfv A, dfang deg, voltage kV, cs mm, w,
+    phase shift deg.  ``None`` gives an all-(-1) "CTF" (filter -C = 1, i.e. no
+    CTF) of batch size 1 that broadcasts.
+    """
+    import torch
+    from ..ctf import compute_ctf
+    freqs = freq_grid(box, apix, device)
+    if ctf_params is None:
+        return -torch.ones((1, box, box), dtype=torch.float32, device=device)
+    p = torch.as_tensor(np.asarray(ctf_params, dtype=np.float64)).to(
+        device=device, dtype=torch.float64)
+    fr = freqs.to(torch.float64)
+    c = compute_ctf(fr, p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], p[:, 5], p[:, 6])
+    return c.to(torch.float32)
+
+
+def fourier_crop(F, out_box):
+    """Keep the central ``out_box`` frequencies of (B, D, D) unshifted spectra."""
+    import torch
+    D = F.shape[-1]
+    if out_box == D:
+        return F
+    h = out_box // 2
+    idx = torch.cat([torch.arange(0, h), torch.arange(D - h, D)]).to(F.device)
+    return F.index_select(-1, idx).index_select(-2, idx)
+
+
+def fourier_shift(F, shifts, box, apix):
+    """Translate images by ``shifts`` (B, 2) A: multiply by exp(-2 pi i f.t)."""
+    import torch
+    freqs = freq_grid(box, apix, F.device)
+    phase = -2 * math.pi * (freqs[..., 0] * shifts[:, 0, None, None]
+                            + freqs[..., 1] * shifts[:, 1, None, None])
+    return F * torch.polar(torch.ones_like(phase), phase)
+
+
+def lowpass_weights(box, apix, resolution=None, edge=0.15, device=None):
+    """(D, D) raised-cosine low-pass weights: 1 below 1/resolution, 0 above.
+
+    ``edge`` is the relative width of the soft edge.  ``None`` keeps all
+    frequencies up to Nyquist (corners included).
+    """
+    import torch
+    f = freq_grid(box, apix, device)
+    s = torch.sqrt((f ** 2).sum(-1))
+    if resolution is None:
+        return torch.ones_like(s)
+    sc = 1.0 / resolution
+    lo = sc * (1 - edge)
+    t = ((s - lo) / (sc - lo)).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(math.pi * t))
+
+
+def circular_mask(box, radius_frac=0.9, edge_px=3.0, device=None):
+    """(D, D) soft disc of radius ``radius_frac * D / 2`` pixels (cosine edge)."""
+    import torch
+    c = torch.arange(box, dtype=torch.float32, device=device) - box // 2
+    r = torch.sqrt(c[None, :] ** 2 + c[:, None] ** 2)
+    r0 = radius_frac * box / 2.0
+    t = ((r - (r0 - edge_px)) / edge_px).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(math.pi * t))
+
+
+def image_spectra(images, box_out=None):
+    """Ortho FFT of real images (B, D, D), optionally cropped to ``box_out``."""
+    import torch
+    F = torch.fft.fft2(images, norm='ortho')
+    return F if box_out is None else fourier_crop(F, box_out)
+
+
+def render_fourier(positions, amplitudes, sigma, rotations, box, apix, shifts,
+                   ctf, full_box):
+    """Spectra (B, d, d) of CTF-modulated projections rendered on a d-grid.
+
+    The cloud is rendered with the exact separable projector on the d-pixel
+    grid of pixel size ``apix`` (already the coarse one), transformed with the
+    ortho FFT, scaled by ``full_box / d`` (so it matches ``image_spectra`` of
+    full-size images cropped to d) and multiplied by ``-ctf``.
+    """
+    import torch
+    from ..render import project
+    img = project(positions, amplitudes, sigma, rotations, box, apix, shifts=shifts)
+    F = torch.fft.fft2(img, norm='ortho') * (float(full_box) / box)
+    if ctf is not None:
+        F = F * (-ctf)
+    return F
+
+
+def rotate_inplane(images, psi_deg):
+    """Undo the in-plane rotation psi: (B, d, d) images -> frame of psi = 0.
+
+    The image of a pose (rot, tilt, psi) is the image of (rot, tilt, 0)
+    rotated in-plane; this samples it back (bilinear) so that the result is
+    the projection at (rot, tilt, 0).
+    """
+    import torch
+    import torch.nn.functional as Fnn
+    from ..geometry import euler_to_matrix
+    B, d, _ = images.shape
+    z = torch.zeros_like(psi_deg)
+    Rp = euler_to_matrix(z, z, psi_deg)[:, :2, :2].to(images.dtype)  # u = Rp u0
+    # grid_sample: output pixel u0 reads input at u = Rp u0 (normalised coords)
+    theta = torch.zeros((B, 2, 3), dtype=images.dtype, device=images.device)
+    theta[:, :, :2] = Rp
+    # pixel centres: origin at index d//2 -> normalised offset for even boxes
+    off = 1.0 / d  # align_corners=False: index d//2 is at +1/d
+    theta[:, :, 2] = off - (Rp @ torch.full((2,), off, dtype=images.dtype,
+                                           device=images.device))
+    grid = Fnn.affine_grid(theta, (B, 1, d, d), align_corners=False)
+    return Fnn.grid_sample(images.unsqueeze(1), grid, mode='bilinear',
+                           padding_mode='zeros', align_corners=False).squeeze(1)
+
+
+def mode_jacobian_spectra(positions, amplitudes, sigma, rotations, box, apix,
+                          shifts, ctf, full_box, modes):
+    """Spectra of d(image)/d(mode amplitude), (B, M, d, d), at the reference.
+
+    ``modes`` (N, 3, M) displacement fields (A per unit amplitude).  Analytic
+    derivative of the exact separable projection: for atom j at image
+    position (u, v), ``dI/du = a gy(y) gx'(x)`` with
+    ``gx' = gx (x - u) / sigma^2``; then the same Fourier scaling and ``-C``
+    as ``render_fourier``.
+    """
+    import torch
+    from ..render import pixel_coordinates
+    B = rotations.shape[0]
+    N, _, M = modes.shape
+    grid = pixel_coordinates(box, apix, positions.dtype, positions.device)
+    rot = torch.einsum('bij,nj->bni', rotations, positions)
+    uv = rot[..., :2]
+    if shifts is not None:
+        uv = uv + shifts.unsqueeze(1)
+    dx = grid.view(1, 1, -1) - uv[..., 0:1]
+    dy = grid.view(1, 1, -1) - uv[..., 1:2]
+    inv = 1.0 / (2.0 * sigma ** 2)
+    gx = torch.exp(-dx ** 2 * inv)
+    gy = torch.exp(-dy ** 2 * inv)
+    norm = math.sqrt(2 * math.pi) * sigma
+    a = (amplitudes * norm).view(1, N, 1)
+    gxd = gx * dx / sigma ** 2
+    gyd = gy * dy / sigma ** 2
+    # image-plane displacement of each atom for each mode: (B, N, 2, M)
+    duv = torch.einsum('bij,njm->bnim', rotations[:, :2, :], modes)
+    # J_m[y, x] = sum_n gy[n,y] a_n du[n,m] gxd[n,x] + gyd[n,y] a_n dv[n,m] gx[n,x]
+    A = (a.unsqueeze(-1) * duv[:, :, 0, :].unsqueeze(2) * gxd.unsqueeze(-1))  # B,N,D,M
+    Bm = (a.unsqueeze(-1) * duv[:, :, 1, :].unsqueeze(2) * gx.unsqueeze(-1))
+    A = A.reshape(B, N, box * M)
+    Bm = Bm.reshape(B, N, box * M)
+    J = torch.bmm(gy.transpose(1, 2), A) + torch.bmm(gyd.transpose(1, 2), Bm)
+    J = J.reshape(B, box, box, M).permute(0, 3, 1, 2)  # (B, M, y, x)
+    F = torch.fft.fft2(J, norm='ortho') * (float(full_box) / box)
+    if ctf is not None:
+        F = F * (-ctf).unsqueeze(1)
+    return F

@@ -1,0 +1,46 @@
+"""Per-particle pose corrections learned jointly with the model.
+
+Each particle i has a small rotation ``w_i`` (axis-angle, radians, applied in
+the image frame: ``R'_i = exp([w_i]x) R_i``) and shift ``dt_i`` (A, added to
+t_i), zero-initialised.  A Gaussian prior (``rot_sd_deg``, ``shift_sd``)
+keeps them small; ``penalty`` is its negative log density in nats.
+"""
+import math
+
+import torch
+import torch.nn as nn
+
+
+def axis_angle_to_matrix(w):
+    """(B, 3) axis-angle vectors (radians) -> (B, 3, 3) rotations (Rodrigues)."""
+    theta = torch.sqrt((w ** 2).sum(-1, keepdim=True) + 1e-12)
+    k = w / theta
+    K = torch.zeros(w.shape[:-1] + (3, 3), dtype=w.dtype, device=w.device)
+    K[..., 0, 1], K[..., 0, 2] = -k[..., 2], k[..., 1]
+    K[..., 1, 0], K[..., 1, 2] = k[..., 2], -k[..., 0]
+    K[..., 2, 0], K[..., 2, 1] = -k[..., 1], k[..., 0]
+    s = torch.sin(theta).unsqueeze(-1)
+    c = torch.cos(theta).unsqueeze(-1)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(K)
+    return eye + s * K + (1 - c) * (K @ K)
+
+
+class PoseCorrection(nn.Module):
+    """Per-particle rotation (3) and shift (2) corrections, an (N, 5) table."""
+
+    def __init__(self, n_particles, rot_sd_deg=2.0, shift_sd=1.0):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(int(n_particles), 5))
+        self.rot_sd = math.radians(rot_sd_deg)
+        self.shift_sd = float(shift_sd)
+
+    def forward(self, idx, rotations, shifts):
+        d = self.delta[idx]
+        R = axis_angle_to_matrix(d[:, :3]) @ rotations
+        return R, shifts + d[:, 3:]
+
+    def penalty(self, idx):
+        """Negative log prior (nats) per particle, (B,)."""
+        d = self.delta[idx]
+        return 0.5 * ((d[:, :3] / self.rot_sd) ** 2).sum(-1) + \
+            0.5 * ((d[:, 3:] / self.shift_sd) ** 2).sum(-1)

@@ -1,0 +1,13 @@
+"""Scipion protocols of continuousflex_geodl (one module per protocol).
+
+Every protocol module is imported here explicitly: Scipion finds protocols by
+scanning this package, and a failing import would silently hide them all
+(``tests/test_scipion_registry.py`` counts them).
+"""
+from .protocol_base import GeoDLProtBase
+from .protocol_simulate import GeoDLProtSimulate
+from .protocol_train import GeoDLProtTrain
+from .protocol_predict import GeoDLProtPredict
+
+#: protocol modules of this package (checked by the registry test)
+PROTOCOL_MODULES = ['protocol_simulate', 'protocol_train', 'protocol_predict']

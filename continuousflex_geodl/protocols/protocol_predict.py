@@ -1,0 +1,122 @@
+"""Protocol: latent coordinates of particles with a trained model."""
+import os
+
+import numpy as np
+
+import pyworkflow.protocol.params as params
+from pyworkflow.constants import BETA
+from pwem.objects import SetOfParticlesFlex
+from pwem.protocols.protocol_base_flexhub import ProtFlexBase
+
+from .. import constants as const
+from ..convert import latentsToParticlesFlex, writeParticlesStar
+from .protocol_base import GeoDLProtBase
+
+
+class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
+    """Predict the conformational coordinate (latent z) of every particle.
+
+    Runs the trained encoder over the particles (one forward pass each, so
+    millions of particles are fine) and outputs them as flexible particles
+    (``SetOfParticlesFlex``, z in ``zFlex``), usable by the landscape
+    protocols here and by other flexibility tools (flexutils).
+    """
+    _label = 'predict latents'
+    _devStatus = BETA
+    _possibleOutputs = {'outputParticles': SetOfParticlesFlex}
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label='Input')
+        self._addDeviceParams(form)
+        form.addParam('inputModel', params.PointerParam, pointerClass='GeoDLModel',
+                      important=True, label='Trained model',
+                      help='Output of the *train* protocol.')
+        form.addParam('inputParticles', params.PointerParam, pointerClass='SetOfParticles',
+                      important=True, label='Particles',
+                      help='Particles to place in the landscape: the training set or '
+                           'another set with the same box and pixel size.')
+        form.addParam('batchSize', params.IntParam, default=256,
+                      validators=[params.Positive], label='Batch size',
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help='Particles per forward pass; lower it if memory runs out.')
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, self.inputParticles.get().getObjId())
+        self._insertFunctionStep(self.predictStep)
+        self._insertFunctionStep(self.createOutputStep)
+
+    # --------------------------- STEPS functions -----------------------------
+    def convertInputStep(self, partId):
+        ids = writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
+                                 convertDir=self._getExtraPath())
+        np.save(self._getExtraPath('particle_ids.npy'), np.asarray(ids, dtype=np.int64))
+
+    def predictStep(self):
+        self._runCli('infer', ['--model', self.inputModel.get().getModelDir(),
+                               '--particles', self._getParticlesStar(),
+                               '--out', self._getLatentsFile(),
+                               '--batch-size', self.batchSize.get(),
+                               '--device', self._getDevice()])
+
+    def createOutputStep(self):
+        Z = np.load(self._getLatentsFile())
+        ids = np.load(self._getExtraPath('particle_ids.npy'))
+        model = self.inputModel.get()
+        outSet = self._createSetOfParticlesFlex(progName=const.PROG_NAME)
+        latentsToParticlesFlex(self.inputParticles.get(), outSet, Z, ids=ids, flexAttrs={
+            const.FLEX_MODEL_DIR: os.path.abspath(model.getModelDir()),
+            const.FLEX_ZDIM: int(Z.shape[1]),
+            const.FLEX_LATENTS_FILE: self._getLatentsFile(),
+            const.FLEX_SOURCE: 'model'})
+        self._defineOutputs(outputParticles=outSet)
+        self._defineTransformRelation(self.inputParticles, outSet)
+        self._defineSourceRelation(self.inputModel, outSet)
+
+    # --------------------------- UTILS functions ----------------------------
+    def _getParticlesStar(self):
+        return self._absPath('input_particles.star')
+
+    def _getLatentsFile(self):
+        return self._absPath('latents.npy')
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        errors = []
+        model, parts = self.inputModel.get(), self.inputParticles.get()
+        if model is None or parts is None:
+            return ['Select a trained model and particles.']
+        if not model.getModelDir() or not os.path.isdir(model.getModelDir()):
+            errors.append('The model folder %s does not exist (was the training run '
+                          'deleted?).' % model.getModelDir())
+        if model.getBox() and parts.getXDim() and model.getBox() != parts.getXDim():
+            errors.append('The particles have a box of %d px but the model was trained at '
+                          '%d px; resize the particles.' % (parts.getXDim(), model.getBox()))
+        sr, msr = parts.getSamplingRate(), model.getSamplingRate()
+        if sr and msr and abs(sr - msr) > 1e-3 * msr:
+            errors.append('The particles have %.4f A/px but the model was trained at %.4f '
+                          'A/px.' % (sr, msr))
+        if not parts.hasCTF():
+            errors.append('The particles have no CTF; the encoder needs it (as in '
+                          'training).')
+        if self.useGpu.get() and not self.getGpuList():
+            errors.append('Use GPU is on but no GPU id is given.')
+        return errors
+
+    def _summary(self):
+        if not self.hasAttribute('outputParticles'):
+            return ['Output not ready yet.']
+        out = self.outputParticles
+        return ['%d particles placed in a %s-dimensional latent space.'
+                % (out.getSize(), out.getFlexInfo().getAttr(const.FLEX_ZDIM))]
+
+    def _methods(self):
+        if not self.hasAttribute('outputParticles'):
+            return []
+        return ['The conformational coordinates of %d particles were predicted with the '
+                'trained continuousflex_geodl encoder.' % self.outputParticles.getSize()]
+
+    def _citations(self):
+        return ['Zhong2021cryodrgn', 'Harastani2022continuousflex']

@@ -1,0 +1,188 @@
+"""Protocol: particle subset from a landscape state or a region of it."""
+import numpy as np
+
+import pyworkflow.protocol.params as params
+from pyworkflow.constants import BETA
+from pwem.objects import SetOfParticles, SetOfParticlesFlex
+from pwem.protocols.protocol_base_flexhub import ProtFlexBase
+
+from .. import constants as const
+from .protocol_base import GeoDLProtBase
+
+SELECT_STATES, SELECT_BOX, SELECT_BALL = 0, 1, 2
+
+
+def parse_ints(text):
+    """'1 3, 5-7' -> [1, 3, 5, 6, 7] (ValueError on anything else)."""
+    out = []
+    for tok in str(text or '').replace(',', ' ').split():
+        if '-' in tok[1:]:
+            a, b = tok[0] + tok[1:].split('-', 1)[0], tok[1:].split('-', 1)[1]
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(tok))
+    return out
+
+
+def parse_floats(text):
+    """'0.5 -1.2, 3' -> [0.5, -1.2, 3.0] (ValueError on anything else)."""
+    return [float(t) for t in str(text or '').replace(',', ' ').split()]
+
+
+def select_mask(selection, states=None, zred=None, z=None, state_ids=None,
+                box=None, center=None, radius=None):
+    """Boolean mask of the selected particles.
+
+    * SELECT_STATES: ``states`` (N,) labels in ``state_ids``;
+    * SELECT_BOX: ``zred`` (N, >=2) inside ``box`` = (xmin, xmax, ymin, ymax);
+    * SELECT_BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,).
+    """
+    if selection == SELECT_STATES:
+        return np.isin(np.asarray(states), np.asarray(state_ids, dtype=int))
+    if selection == SELECT_BOX:
+        zred = np.asarray(zred, dtype=float)
+        xmin, xmax, ymin, ymax = box
+        return ((zred[:, 0] >= xmin) & (zred[:, 0] <= xmax) &
+                (zred[:, 1] >= ymin) & (zred[:, 1] <= ymax))
+    if selection == SELECT_BALL:
+        z = np.asarray(z, dtype=float)
+        return np.linalg.norm(z - np.asarray(center, dtype=float)[None], axis=1) <= radius
+    raise ValueError('Unknown selection %r' % selection)
+
+
+class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
+    """Select the particles of landscape states, or of a region of the landscape.
+
+    Works on particles from the *landscape* protocol (state label
+    ``_cfgeodl_state`` and 2D embedding ``zRed``) or on any flexible particles
+    (latents ``zFlex``).  The subset keeps every particle attribute (poses,
+    CTF, latents), ready for a downstream refinement of that state.
+    """
+    _label = 'subset from landscape'
+    _devStatus = BETA
+    _possibleOutputs = {'outputParticles': SetOfParticles}
+
+    def _defineParams(self, form):
+        form.addSection(label='Selection')
+        form.addParam('inputParticles', params.PointerParam,
+                      pointerClass='SetOfParticlesFlex,SetOfParticles', important=True,
+                      label='Particles',
+                      help='Output particles of the landscape protocol (they carry the '
+                           'state of each particle and the 2D embedding) or any flexible '
+                           'particles with latent coordinates.')
+        form.addParam('selection', params.EnumParam,
+                      choices=['states', 'box in the 2D embedding', 'ball in latent space'],
+                      default=SELECT_STATES, display=params.EnumParam.DISPLAY_HLIST,
+                      label='Select by',
+                      help='states: particles assigned to the given landscape states; '
+                           'box: particles whose 2D embedding (zRed) lies in a rectangle; '
+                           'ball: particles whose latent z lies within a radius of a point.')
+        form.addParam('states', params.StringParam, default='1',
+                      condition='selection == %d' % SELECT_STATES, label='States',
+                      help='State numbers (1-based), e.g. "1 3" or "2-4".')
+        line = form.addLine('Embedding box', condition='selection == %d' % SELECT_BOX,
+                            help='Rectangle in the 2D embedding coordinates (zRed), as '
+                                 'shown by the landscape viewer.')
+        line.addParam('xmin', params.FloatParam, default=-1.0, label='x min',
+                      help='Lower bound of the first embedding coordinate.')
+        line.addParam('xmax', params.FloatParam, default=1.0, label='x max',
+                      help='Upper bound of the first embedding coordinate.')
+        line.addParam('ymin', params.FloatParam, default=-1.0, label='y min',
+                      help='Lower bound of the second embedding coordinate.')
+        line.addParam('ymax', params.FloatParam, default=1.0, label='y max',
+                      help='Upper bound of the second embedding coordinate.')
+        form.addParam('center', params.StringParam, default='',
+                      condition='selection == %d' % SELECT_BALL, label='Centre (latent z)',
+                      help='Latent coordinates of the centre, one number per dimension, '
+                           'e.g. "0.5 -1.2".')
+        form.addParam('radius', params.FloatParam, default=1.0,
+                      condition='selection == %d' % SELECT_BALL, label='Radius',
+                      help='Euclidean radius in latent units.')
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.createOutputStep)
+
+    def createOutputStep(self):
+        inSet = self.inputParticles.get()
+        ids, mask = self._selectedIds(inSet)
+        if isinstance(inSet, SetOfParticlesFlex):
+            outSet = self._createSetOfParticlesFlex(progName=inSet.getFlexInfo().getProgName())
+        else:
+            outSet = self._createSetOfParticles()
+        outSet.copyInfo(inSet)
+        keep = set(int(i) for i, m in zip(ids, mask) if m)
+        for p in inSet.iterItems(orderBy='id'):
+            if p.getObjId() in keep:
+                outSet.append(p.clone())
+        if outSet.getSize() == 0:
+            raise ValueError('The selection is empty: no particle is in the chosen '
+                             'states or region.')
+        self._defineOutputs(outputParticles=outSet)
+        self._defineSubsetRelation(self.inputParticles, outSet)
+
+    def _selectedIds(self, inSet):
+        ids, states, zred, z = [], [], [], []
+        sel = self.selection.get()
+        for p in inSet.iterItems(orderBy='id'):
+            ids.append(p.getObjId())
+            if sel == SELECT_STATES:
+                states.append(int(getattr(p, const.ATTR_STATE).get()))
+            elif sel == SELECT_BOX:
+                zred.append(p.getZRed())
+            else:
+                z.append(p.getZFlex())
+        mask = select_mask(sel, states=states, zred=np.array(zred) if zred else None,
+                           z=np.array(z) if z else None,
+                           state_ids=parse_ints(self.states.get()),
+                           box=(self.xmin.get(), self.xmax.get(), self.ymin.get(),
+                                self.ymax.get()),
+                           center=parse_floats(self.center.get()), radius=self.radius.get())
+        return ids, mask
+
+    # --------------------------- INFO functions -----------------------------
+    def _validate(self):
+        inSet = self.inputParticles.get()
+        if inSet is None:
+            return ['Select the input particles.']
+        first = inSet.getFirstItem()
+        sel = self.selection.get()
+        if sel == SELECT_STATES:
+            if not first.hasAttribute(const.ATTR_STATE):
+                return ['These particles carry no landscape state; use the output of the '
+                        'landscape protocol, or select by region.']
+            try:
+                if not parse_ints(self.states.get()):
+                    return ['Give at least one state number.']
+            except ValueError:
+                return ['States must be numbers, e.g. "1 3" or "2-4".']
+        elif sel == SELECT_BOX:
+            if not hasattr(first, 'getZRed') or len(first.getZRed()) < 2:
+                return ['These particles have no 2D embedding (zRed); run the landscape '
+                        'protocol first.']
+            if self.xmin.get() >= self.xmax.get() or self.ymin.get() >= self.ymax.get():
+                return ['The box must have x min < x max and y min < y max.']
+        else:
+            if not hasattr(first, 'getZFlex') or len(first.getZFlex()) == 0:
+                return ['These particles have no latent coordinates (zFlex).']
+            try:
+                center = parse_floats(self.center.get())
+            except ValueError:
+                return ['The centre must be numbers separated by spaces.']
+            if len(center) != len(first.getZFlex()):
+                return ['The centre has %d numbers but the latent space has %d dimensions.'
+                        % (len(center), len(first.getZFlex()))]
+            if self.radius.get() is None or self.radius.get() <= 0:
+                return ['The radius must be positive.']
+        return []
+
+    def _summary(self):
+        if not self.hasAttribute('outputParticles'):
+            return ['Output not ready yet.']
+        return ['%d of %d particles selected.' % (self.outputParticles.getSize(),
+                                                  self.inputParticles.get().getSize())]
+
+    def _methods(self):
+        return []
+
+    def _citations(self):
+        return ['Harastani2022continuousflex']
