@@ -23,7 +23,7 @@ CLI_MODULE = 'continuousflex_geodl'
 # ---- Attributes written on Scipion objects ---------------------------------
 #: Ground-truth conformational coordinates of simulated particles (CsvList).
 ATTR_GT_COORD = '_cfgeodl_gtCoord'
-#: Ground-truth discrete state (Integer) of simulated particles (-1 = none).
+#: Ground-truth state (Integer, 1-based population component) of simulated particles.
 ATTR_GT_STATE = '_cfgeodl_gtState'
 #: Landscape state / cluster label of a particle (Integer, 1-based).
 ATTR_STATE = '_cfgeodl_state'
@@ -39,4 +39,5 @@ FLEX_SOURCE = 'latentSource'
 # ---- Choices -----------------------------------------------------------------
 MOTIONS = ['hinge', 'linear', 'nma']
 POPULATIONS = ['three_mode', 'uniform', 'grid']
-PRIORS = ['gmm', 'vae']
+PRIORS = ['gmm', 'gaussian']
+ENCODER_INPUTS = ['modes+image', 'modes', 'image']

@@ -364,14 +364,15 @@ def _log(msg, dist):
         print(msg, flush=True)
 
 
-def train(pset, reference, out_dir, resume=False, log=None, **settings):
+def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
     """Train on ``pset`` from ``reference`` (positions, amplitudes, sigma).
 
     ``settings``: any key of ``MODEL_DEFAULTS`` / ``TRAIN_DEFAULTS``.  With
     ``resume=True`` and a checkpoint in ``out_dir/checkpoints``, continues
     from the last complete epoch with the settings saved there (only
     ``epochs``, ``time_limit``, ``threads``, ``device`` and ``log_every`` may
-    change).  Returns ``(model, history)``.
+    change).  ``stop_after`` ends this invocation after that many epochs (as
+    an interruption would; resume later).  Returns ``(model, history)``.
     """
     import torch
     from .models.data import check_particles, make_batch
@@ -522,9 +523,9 @@ def train(pset, reference, out_dir, resume=False, log=None, **settings):
                 remain = (total_steps - gstep - 1) * B / max(ips, 1e-9)
                 _log('epoch %d/%d step %d/%d loss %.4f (data %.2f rate %.3f strain %.4f) '
                      '%.1f images/s ETA %s' % (
-                         epoch + 1, epochs, step + 1, steps_per_epoch, float(loss),
-                         float(out['data'].mean()), float(out['rate'].mean()),
-                         float(out['strain'].mean()), ips, _fmt_time(remain)), dist)
+                         epoch + 1, epochs, step + 1, steps_per_epoch, loss.item(),
+                         out['data'].mean().item(), out['rate'].mean().item(),
+                         out['strain'].mean().item(), ips, _fmt_time(remain)), dist)
         tot = dist.all_sum(sums.tolist())
         seconds = time.time() - t_epoch
         cnt = max(tot[5], 1.0)
@@ -546,6 +547,10 @@ def train(pset, reference, out_dir, resume=False, log=None, **settings):
             atomic_write_text(os.path.join(out_dir, 'history.json'),
                               json.dumps(history, indent=1))
         dist.barrier()
+        if stop_after is not None and epoch + 1 - start_epoch >= int(stop_after) \
+                and epoch + 1 < epochs:
+            dist.close()
+            return model, history
         tl = train_cfg['time_limit']
         if tl and epoch + 1 < epochs:
             if (time.time() - t_start + seconds) / 60.0 > float(tl):

@@ -309,16 +309,29 @@ def latent_spearman_pc1(z, true_coord):
     return abs(_spearman(principal_axes(z)[:, 0], c))
 
 
-def latent_spearman_axes(z, true_coords, n_axes=None):
-    """For each true coordinate axis, the best |Spearman rho| over the first PCs of z.
+def latent_spearman_axes(z, true_coords, method='regression', n_axes=None):
+    """|Spearman rho| per true coordinate axis; a (d,) array.
 
-    ``true_coords`` (N, d) (e.g. two normal-mode amplitudes); ``n_axes``
-    principal axes are searched (default all).  Returns a (d,) array.
+    ``true_coords`` (N, d) (e.g. two normal-mode amplitudes).  ``method``:
+
+    * ``'regression'`` (default): the least-squares linear prediction of each
+      true axis from ``z`` (with intercept) is rank-correlated with that axis.
+      Invariant to any invertible linear map of ``z``: use it when the true
+      axes have similar variances, where principal axes are an arbitrary
+      rotation of them.
+    * ``'pca'``: the best |rho| over the first ``n_axes`` principal axes.
     """
     z = _as_2d(z, 'z')
     c = _as_2d(true_coords, 'true_coords')
     if len(c) != len(z):
         raise ValueError('Got %d latents for %d ground-truth coordinates.' % (len(z), len(c)))
+    if method == 'regression':
+        X = np.column_stack([z, np.ones(len(z))])
+        coef, *_ = np.linalg.lstsq(X, c, rcond=None)
+        pred = X @ coef
+        return np.array([abs(_spearman(pred[:, j], c[:, j])) for j in range(c.shape[1])])
+    if method != 'pca':
+        raise ValueError("method must be 'regression' or 'pca' (got %r)." % (method,))
     pcs = principal_axes(z)[:, :n_axes]
     return np.array([max(abs(_spearman(pcs[:, i], c[:, j])) for i in range(pcs.shape[1]))
                      for j in range(c.shape[1])])

@@ -239,8 +239,15 @@ def _split_domains(pos, labels, moving_domain):
     return mask
 
 
+def _interdomain_gap(pos, mask):
+    """Mean distance (A) from each moving atom to the nearest fixed atom."""
+    from scipy.spatial import cKDTree
+    return float(np.mean(cKDTree(pos[~mask]).query(pos[mask])[0]))
+
+
 def _hinge_geometry(pos, mask):
-    """Hinge point (interface centre) and axis (unit) for a rigid domain rotation."""
+    """Hinge point (interface centre) and axis (unit) for a rigid domain rotation;
+    the sense of rotation is chosen in ``make_motion`` (opening)."""
     from scipy.spatial import cKDTree
     fixed, moving = pos[~mask], pos[mask]
     d, j = cKDTree(fixed).query(moving)
@@ -254,11 +261,6 @@ def _hinge_geometry(pos, mask):
     cand = vt[np.argmin(np.abs(vt @ v))]
     axis = cand - (cand @ v) * v
     axis /= np.linalg.norm(axis)
-    # sign: positive angles open the interface (moving centroid away from fixed)
-    R = _rotation_about_axis(axis, [np.deg2rad(10.0)])[0]
-    moved = (moving - point) @ R.T + point
-    if np.linalg.norm(moved.mean(0) - fixed.mean(0)) < np.linalg.norm(moving.mean(0) - fixed.mean(0)):
-        axis = -axis
     return point, axis
 
 
@@ -298,6 +300,18 @@ def make_motion(kind='hinge', structure=None, end_rmsd=6.0, max_angle=None,
                                  'this domain (at most %.1f A); ask for less.'
                                  % (end_rmsd, 2 * scale))
             max_angle = np.rad2deg(2 * np.arcsin(ratio))
+        if hinge_axis is None:
+            # positive angles open the interface: of the two senses of rotation,
+            # keep the one that leaves the moving domain further from the rest
+            ends = [_rotation_about_axis(sgn * axis, [np.deg2rad(max_angle)])[0]
+                    for sgn in (1.0, -1.0)]
+            gaps = []
+            for R in ends:
+                x = pos.copy()
+                x[mask] = (pos[mask] - point) @ R.T + point
+                gaps.append(_interdomain_gap(x, mask))
+            if gaps[1] > gaps[0]:
+                axis = -axis
         params = dict(moving_mask=mask, hinge_point=point, hinge_axis=axis,
                       max_angle_deg=np.array(float(max_angle)))
         return Motion('hinge', pos, amp, sigma, params)

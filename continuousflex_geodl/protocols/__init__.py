@@ -8,6 +8,8 @@ from .protocol_base import GeoDLProtBase
 from .protocol_simulate import GeoDLProtSimulate
 from .protocol_train import GeoDLProtTrain
 from .protocol_predict import GeoDLProtPredict
+from .protocol_subset import GeoDLProtSubset
 
 #: protocol modules of this package (checked by the registry test)
-PROTOCOL_MODULES = ['protocol_simulate', 'protocol_train', 'protocol_predict']
+PROTOCOL_MODULES = ['protocol_simulate', 'protocol_train', 'protocol_predict',
+                    'protocol_subset']

@@ -15,6 +15,26 @@ from pwem.protocols import EMProtocol
 from .. import constants as const
 
 
+def coreCommandFlags(command):
+    """Option strings accepted by ``continuousflex-geodl <command>`` (cheap: the
+    command modules import nothing heavy at module level); empty if absent."""
+    import argparse
+    import importlib
+    words = command.split()
+    try:
+        mod = importlib.import_module('continuousflex_geodl.core.commands.' + words[0])
+    except ImportError:
+        return set()
+    parser = argparse.ArgumentParser(add_help=False)
+    mod.add_args(parser)
+    for word in words[1:]:  # sub-commands (e.g. 'landscape path')
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            return set()
+        parser = subs[0].choices[word]
+    return {s for a in parser._actions for s in a.option_strings}
+
+
 class GeoDLProtBase(EMProtocol):
     """Common helpers (no ``_label``: not offered in the GUI)."""
 

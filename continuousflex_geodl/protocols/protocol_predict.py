@@ -17,7 +17,8 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
     """Predict the conformational coordinate (latent z) of every particle.
 
     Runs the trained encoder over the particles (one forward pass each, so
-    millions of particles are fine) and outputs them as flexible particles
+    millions of particles are fine; they need CTF and 3D angles, as for
+    training) and outputs them as flexible particles
     (``SetOfParticlesFlex``, z in ``zFlex``), usable by the landscape
     protocols here and by other flexibility tools (flexutils).
     """
@@ -51,15 +52,20 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self, partId):
         ids = writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
-                                 convertDir=self._getExtraPath())
+                                 convertDir=self._getExtraPath(), requirePoses=True,
+                                 requireCtf=True)
         np.save(self._getExtraPath('particle_ids.npy'), np.asarray(ids, dtype=np.int64))
 
     def predictStep(self):
-        self._runCli('infer', ['--model', self.inputModel.get().getModelDir(),
-                               '--particles', self._getParticlesStar(),
-                               '--out', self._getLatentsFile(),
-                               '--batch-size', self.batchSize.get(),
-                               '--device', self._getDevice()])
+        self._runCli('infer', self._inferArgs())
+
+    def _inferArgs(self):
+        return ['--model', os.path.abspath(self.inputModel.get().getModelDir()),
+                '--particles', self._getParticlesStar(),
+                '--out', self._getLatentsFile(),
+                '--batch-size', self.batchSize.get(),
+                '--threads', self._getThreads(),
+                '--device', self._getDevice()]
 
     def createOutputStep(self):
         Z = np.load(self._getLatentsFile())
@@ -101,6 +107,9 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
         if not parts.hasCTF():
             errors.append('The particles have no CTF; the encoder needs it (as in '
                           'training).')
+        if not parts.hasAlignmentProj():
+            errors.append('The particles have no 3D angles (alignment "%s"); the encoder '
+                          'needs the poses, as in training.' % parts.getAlignment())
         if self.useGpu.get() and not self.getGpuList():
             errors.append('Use GPU is on but no GPU id is given.')
         return errors

@@ -8,7 +8,7 @@ from pyworkflow.constants import BETA
 from pwem.objects import AtomStruct, Volume
 
 from .. import constants as const
-from ..convert import fillVolumes, readParticlesStar
+from ..convert import newVolume, readParticlesStar, setParticleAttr
 from .protocol_base import GeoDLProtBase
 
 
@@ -18,10 +18,10 @@ class GeoDLProtSimulate(GeoDLProtBase):
     A built-in molecule (Gaussian pseudo-atoms) moves along a known motion
     (hinge, linear or normal-mode deformation); each particle is projected in
     a random orientation, modulated by a random CTF and noise is added to the
-    chosen SNR.  Outputs the particles (with CTF, 3D angles and the true
+    chosen SNR.  Outputs the particles (with CTF, 3D angles, the true
     conformational coordinate of each particle as attribute
-    ``_cfgeodl_gtCoord``), the reference structure and its map, and the maps
-    of the true states.  Use it to test a workflow end to end.
+    ``_cfgeodl_gtCoord`` and its true state, 1-based, as ``_cfgeodl_gtState``),
+    the reference structure and its map, and the maps of the true states.  Use it to test a workflow end to end.
     """
     _label = 'simulate particles'
     _devStatus = BETA
@@ -73,7 +73,10 @@ class GeoDLProtSimulate(GeoDLProtBase):
 
     # --------------------------- STEPS functions -----------------------------
     def simulateStep(self, *args):
-        self._runCli('simulate', [
+        self._runCli('simulate', self._simulateArgs())
+
+    def _simulateArgs(self):
+        return [
             '--out', self._absPath('simulation'),
             '--n-particles', self.nParticles.get(),
             '--box', self.box.get(),
@@ -81,7 +84,8 @@ class GeoDLProtSimulate(GeoDLProtBase):
             '--snr', self.snr.get(),
             '--motion', const.MOTIONS[self.motion.get()],
             '--population', const.POPULATIONS[self.population.get()],
-            '--seed', self.seed.get()])
+            '--seed', self.seed.get(),
+            '--device', self._getDevice()]
 
     def createOutputStep(self):
         out = self._getExtraPath('simulation')
@@ -103,7 +107,15 @@ class GeoDLProtSimulate(GeoDLProtBase):
             outputs['outputReferenceVolume'] = vol
         stateFiles = self._stateMaps(os.path.join(out, 'states'))
         if stateFiles:
-            outputs['outputStates'] = fillVolumes(self._createSetOfVolumes(), stateFiles, apix)
+            vols = self._createSetOfVolumes()
+            vols.setSamplingRate(apix)
+            coords = self._stateCoords(os.path.join(out, 'ground_truth.npz'))
+            for i, fn in enumerate(stateFiles):
+                vol = newVolume(fn, apix)
+                if coords is not None and i < len(coords):
+                    setParticleAttr(vol, const.ATTR_GT_COORD, coords[i])
+                vols.append(vol)
+            outputs['outputStates'] = vols
         self._defineOutputs(**outputs)
 
     # --------------------------- UTILS functions ----------------------------
@@ -117,11 +129,19 @@ class GeoDLProtSimulate(GeoDLProtBase):
             if 'coords' in npz:
                 coords = np.asarray(npz['coords'], dtype=float)
                 attrs[const.ATTR_GT_COORD] = coords.reshape(len(coords), -1)
-            for key in ('states', 'state', 'labels'):
-                if key in npz:
-                    attrs[const.ATTR_GT_STATE] = np.asarray(npz[key]).astype(int).ravel()
-                    break
+            if 'states' in npz:  # 0-based population component -> 1-based state
+                attrs[const.ATTR_GT_STATE] = np.asarray(npz['states']).astype(int).ravel() + 1
         return attrs
+
+    @staticmethod
+    def _stateCoords(fn):
+        if not os.path.exists(fn):
+            return None
+        with np.load(fn) as npz:
+            if 'state_coords' not in npz:
+                return None
+            sc = np.asarray(npz['state_coords'], dtype=float)
+            return sc.reshape(len(sc), -1)
 
     @staticmethod
     def _stateMaps(folder):

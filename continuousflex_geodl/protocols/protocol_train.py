@@ -1,6 +1,7 @@
 """Protocol: train the point-cloud deformation model on particles."""
-import glob
 import os
+
+import numpy as np
 
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
@@ -9,7 +10,7 @@ from pwem.objects import Volume
 from .. import constants as const
 from ..convert import normalModesToNpz, writeParticlesStar
 from ..objects import GeoDLModel
-from .protocol_base import GeoDLProtBase
+from .protocol_base import GeoDLProtBase, coreCommandFlags
 
 
 class GeoDLProtTrain(GeoDLProtBase):
@@ -19,13 +20,14 @@ class GeoDLProtTrain(GeoDLProtBase):
     pseudo-atoms) is represented as Gaussian pseudo-atoms.  A point neural
     network deforms it as a function of a latent coordinate z; an encoder maps
     each particle image to z; rendered, CTF-modulated projections are compared
-    with the particles.  Optionally, normal modes computed with ContinuousFlex
-    (NMA) give the decoder a physically meaningful basis of motions.
+    with the particles, with optimal-transport and neighbourhood regularisers
+    keeping the deformed cloud physical.  The decoder can instead be restricted
+    to elastic-network normal modes (HEMNMA-like).
 
     Needs particles with CTF and 3D angles (from a consensus refinement).
     Training curves are in the model folder (history.json); use the
-    *Continue* action to resume an interrupted or extended training from the
-    last checkpoint.
+    *Continue* action to resume an interrupted (or extended: raise the
+    epochs) training from the last checkpoint.
     """
     _label = 'train'
     _devStatus = BETA
@@ -46,32 +48,48 @@ class GeoDLProtTrain(GeoDLProtBase):
                            'a consensus map (same box and pixel size as the particles); '
                            'it is converted to Gaussian pseudo-atoms.')
         form.addParam('inputModes', params.PointerParam, pointerClass='SetOfNormalModes',
-                      allowsNull=True, label='Normal modes (optional)',
+                      allowsNull=True, expertLevel=params.LEVEL_ADVANCED,
+                      label='ContinuousFlex normal modes (optional)',
                       help='Normal modes of the reference computed with ContinuousFlex '
-                           '(NMA). When given, the decoder deforms the reference in the '
-                           'span of these modes.')
+                           '(NMA protocol). When given, the decoder deforms the reference '
+                           'in the span of these modes (as HEMNMA). Needs a core version '
+                           'whose train command accepts --modes.')
 
         form.addSection(label='Model')
-        form.addParam('zdim', params.IntParam, default=8, validators=[params.Positive],
+        form.addParam('zdim', params.IntParam, default=4, validators=[params.Positive],
                       label='Latent dimension',
                       help='Number of conformational coordinates per particle '
-                           '(cryoTWIN uses 8).')
+                           '(cryoTWIN used 8 on real data).')
+        form.addParam('prior', params.EnumParam,
+                      choices=['gmm (cryoTWIN trainable mixture)', 'gaussian (VAE)'],
+                      default=0, label='Latent prior',
+                      help='gmm: a trainable Gaussian-mixture prior (cryoTWIN), which '
+                           'also gives pathways between its components; gaussian: a '
+                           'standard normal prior with a KL rate (cryoDRGN-style VAE).')
+        form.addParam('nmaModes', params.IntParam, default=0,
+                      label='Normal modes of the decoder',
+                      help='0: free-form deformation field from the point network. '
+                           'N > 0: displacements restricted to the N lowest elastic-network '
+                           'normal modes of the reference (computed automatically).')
         form.addParam('nAtoms', params.IntParam, default=0,
                       label='Number of pseudo-atoms',
-                      help='Pseudo-atoms representing the reference; 0 lets the program '
-                           'choose (atomic models: one per residue).')
-        form.addParam('prior', params.EnumParam, choices=const.PRIORS, default=0,
-                      label='Latent prior',
-                      help='gmm: a trainable Gaussian-mixture prior (cryoTWIN), which '
-                           'also gives pathways between its components; vae: a standard '
-                           'normal prior (cryoDRGN-style VAE).')
+                      help='Pseudo-atoms representing the reference. 0: sized '
+                           'automatically for the box and pixel size.')
+        form.addParam('allAtoms', params.BooleanParam, default=False,
+                      expertLevel=params.LEVEL_ADVANCED, label='Use every atom?',
+                      help='Use every atom of the atomic model as a pseudo-atom (slow for '
+                           'large models; overrides the number of pseudo-atoms).')
         form.addParam('refinePoses', params.BooleanParam, default=False,
                       label='Refine poses?',
-                      help='Also refine the angles and shifts of each particle (the '
-                           'consensus poses are biased for heterogeneous samples).')
+                      help='Also learn small per-particle rotation and shift corrections '
+                           '(the consensus poses are biased for heterogeneous samples).')
+        form.addParam('encoderInputs', params.EnumParam, choices=const.ENCODER_INPUTS,
+                      default=0, expertLevel=params.LEVEL_ADVANCED, label='Encoder inputs',
+                      help='What the encoder sees: linearised normal-mode features of the '
+                           'particle and/or the low-passed particle image itself.')
 
         form.addSection(label='Training')
-        form.addParam('epochs', params.IntParam, default=20, validators=[params.Positive],
+        form.addParam('epochs', params.IntParam, default=30, validators=[params.Positive],
                       label='Epochs',
                       help='Passes over the particle set. To train more, raise it and '
                            'use Continue: training resumes from the last checkpoint.')
@@ -79,25 +97,32 @@ class GeoDLProtTrain(GeoDLProtBase):
                       validators=[params.Positive], label='Batch size',
                       help='Particles per optimisation step. Larger batches are faster '
                            'per particle on a GPU and need more memory.')
-        form.addParam('learningRate', params.FloatParam, default=1e-3,
+        form.addParam('learningRate', params.FloatParam, default=2e-3,
                       validators=[params.Positive], label='Learning rate',
                       expertLevel=params.LEVEL_ADVANCED,
-                      help='Step size of the Adam optimiser.')
+                      help='Initial step size of the optimiser (cosine decay).')
+        form.addParam('beta', params.FloatParam, default=0.125,
+                      expertLevel=params.LEVEL_ADVANCED, label='Rate weight (beta)',
+                      help='Weight of the latent rate term (cryoTWIN: 1/8).')
+        form.addParam('timeLimit', params.FloatParam, default=0.0,
+                      expertLevel=params.LEVEL_ADVANCED, label='Time limit (minutes)',
+                      help='Stop at the end of the epoch that would exceed this time '
+                           '(0: no limit). Continue later to train further.')
         form.addParam('seed', params.IntParam, default=0, label='Random seed',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='Seed of the network initialisation and of the batch order; '
-                           'the same seed and inputs give the same model on the CPU.')
+                           'the same seed and inputs give the same model on the CPU, and '
+                           'a resumed run reproduces the uninterrupted one.')
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.convertInputStep,
                                  self.inputParticles.get().getObjId())
-        # training params are step arguments: changing them and pressing
-        # Continue re-runs training (resumed from the checkpoint)
+        # training params are step arguments: changing them (e.g. more epochs)
+        # and pressing Continue re-runs training, resumed from the checkpoint
         self._insertFunctionStep(self.trainStep, self.epochs.get(), self.batchSize.get(),
-                                 self.learningRate.get(), self.zdim.get(),
-                                 self.prior.get(), self.refinePoses.get())
+                                 self.learningRate.get(), self.timeLimit.get())
         self._insertFunctionStep(self.createOutputStep)
 
     # --------------------------- STEPS functions -----------------------------
@@ -110,25 +135,7 @@ class GeoDLProtTrain(GeoDLProtBase):
             normalModesToNpz(self.inputModes.get(), self._getModesFile())
 
     def trainStep(self, *args):
-        args = ['--particles', self._getParticlesStar(),
-                '--reference', os.path.abspath(self._getReferenceFile()),
-                '--out', self._getModelDir(),
-                '--zdim', self.zdim.get(),
-                '--epochs', self.epochs.get(),
-                '--batch-size', self.batchSize.get(),
-                '--lr', self.learningRate.get(),
-                '--prior', const.PRIORS[self.prior.get()],
-                '--seed', self.seed.get(),
-                '--device', self._getDevice()]
-        if self.nAtoms.get():
-            args += ['--n-atoms', self.nAtoms.get()]
-        if self.refinePoses.get():
-            args += ['--refine-poses']
-        if os.path.exists(self._getModesFile()):
-            args += ['--modes', self._getModesFile()]
-        if self._hasCheckpoint():
-            args += ['--resume']
-        self._runCli('train', args)
+        self._runCli('train', self._trainArgs())
 
     def createOutputStep(self):
         parts = self.inputParticles.get()
@@ -136,31 +143,68 @@ class GeoDLProtTrain(GeoDLProtBase):
                            box=parts.getXDim(), apix=parts.getSamplingRate(),
                            prior=const.PRIORS[self.prior.get()])
         cfg = model.loadConfig()
-        for key in ('zdim', 'box'):
-            if key in cfg and cfg[key] is not None:
-                getattr(model, '_' + key).set(int(cfg[key]))
+        if cfg.get('zdim'):
+            model.setZdim(int(cfg['zdim']))
+        if cfg.get('box'):
+            model.setBox(int(cfg['box']))
         if cfg.get('apix'):
             model.setSamplingRate(float(cfg['apix']))
-        natoms = cfg.get('n_atoms') or self.nAtoms.get() or None
-        if natoms:
-            model.setNumberOfAtoms(int(natoms))
+        if cfg.get('prior'):
+            model.setPrior(str(cfg['prior']))
+        ref = os.path.join(self._getModelDir(), 'reference.npz')
+        if os.path.exists(ref):
+            with np.load(ref) as npz:
+                model.setNumberOfAtoms(int(len(npz['positions'])))
         self._defineOutputs(outputModel=model)
         self._defineSourceRelation(self.inputParticles, model)
         self._defineSourceRelation(self.inputReference, model)
 
     # --------------------------- UTILS functions ----------------------------
+    def _trainArgs(self):
+        args = ['--particles', self._getParticlesStar(),
+                '--reference', os.path.abspath(self._getReferenceFile()),
+                '--out', self._getModelDir(),
+                '--zdim', self.zdim.get(),
+                '--epochs', self.epochs.get(),
+                '--batch-size', self.batchSize.get(),
+                '--lr', self.learningRate.get(),
+                '--beta', self.beta.get(),
+                '--prior', const.PRIORS[self.prior.get()],
+                '--encoder-inputs', const.ENCODER_INPUTS[self.encoderInputs.get()],
+                '--seed', self.seed.get(),
+                '--threads', self._getThreads(),
+                '--device', self._getDevice()]
+        if self.allAtoms.get():
+            args += ['--n-atoms', 'all']
+        elif self.nAtoms.get():
+            args += ['--n-atoms', self.nAtoms.get()]
+        if self.nmaModes.get():
+            args += ['--nma-modes', self.nmaModes.get()]
+        if self.refinePoses.get():
+            args += ['--refine-poses']
+        if self.timeLimit.get():
+            args += ['--time-limit', self.timeLimit.get()]
+        if os.path.exists(self._getModesFile()):
+            args += ['--modes', self._getModesFile()]
+        if self._hasCheckpoint():
+            args += ['--resume']
+        return args
+
     def _getParticlesStar(self):
         return self._absPath('input_particles.star')
 
     def _getModelDir(self):
         return self._absPath('model')
 
+    def _getModesFile(self):
+        return self._absPath('normal_modes.npz')
+
     def _getReferenceFile(self):
         """The reference as given (atomic model) or as an MRC map."""
         ref = self.inputReference.get()
         if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
             return self._getExtraPath('reference.mrc')
-        return ref.getFileName()
+        return ref.getFileName().split(':')[0]
 
     @staticmethod
     def _isMrc(fn):
@@ -173,11 +217,7 @@ class GeoDLProtTrain(GeoDLProtBase):
             ImageHandler().convert(ref, self._getExtraPath('reference.mrc'))
 
     def _hasCheckpoint(self):
-        ck = os.path.join(self._getModelDir(), 'checkpoints')
-        return self.isContinued() and bool(glob.glob(os.path.join(ck, '*')))
-
-    def _getModesFile(self):
-        return self._absPath('normal_modes.npz')
+        return os.path.exists(os.path.join(self._getModelDir(), 'checkpoints', 'last.pt'))
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -207,8 +247,18 @@ class GeoDLProtTrain(GeoDLProtBase):
                     abs(sr - parts.getSamplingRate()) > 1e-3 * sr:
                 errors.append('The reference map pixel size (%.4f A) differs from the '
                               'particles\' (%.4f A).' % (sr, parts.getSamplingRate()))
-        if self.zdim.get() is not None and self.zdim.get() < 1:
-            errors.append('The latent dimension must be at least 1.')
+        if self.nAtoms.get() is not None and self.nAtoms.get() < 0:
+            errors.append('The number of pseudo-atoms must be 0 (automatic) or positive.')
+        if self.nmaModes.get() is not None and self.nmaModes.get() < 0:
+            errors.append('The number of normal modes must be 0 (free-form) or positive.')
+        if self.inputModes.get() is not None:
+            if '--modes' not in coreCommandFlags('train'):
+                errors.append('This version of continuousflex_geodl cannot train on '
+                              'external (ContinuousFlex) normal modes; leave that input '
+                              'empty and set "Normal modes of the decoder" instead.')
+            if self.nmaModes.get():
+                errors.append('Give either ContinuousFlex normal modes or a number of '
+                              'automatic normal modes, not both.')
         if self.useGpu.get() and not self.getGpuList():
             errors.append('Use GPU is on but no GPU id is given.')
         return errors
@@ -231,12 +281,10 @@ class GeoDLProtTrain(GeoDLProtBase):
                         self.batchSize.get(), self.learningRate.get(),
                         ', poses refined' if self.refinePoses.get() else ''))
         hist = self._readJson(os.path.join(self._getModelDir(), 'history.json'))
-        if hist:
-            last = hist[-1] if isinstance(hist, list) else None
-            if isinstance(last, dict):
-                items = ', '.join('%s %.4g' % (k, v) for k, v in last.items()
-                                  if isinstance(v, (int, float)))
-                lines.append('Last epoch: %s' % items)
+        if isinstance(hist, list) and hist and isinstance(hist[-1], dict):
+            items = ', '.join('%s %.4g' % (k, v) for k, v in hist[-1].items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool))
+            lines.append('Epochs done: %d. Last epoch: %s' % (len(hist), items))
         if not self.hasAttribute('outputModel'):
             lines.append('Output model not ready yet.')
         return lines
@@ -257,6 +305,6 @@ class GeoDLProtTrain(GeoDLProtBase):
                  'Zhong2021cryodrgn']
         if self.prior.get() == 0:
             cites.append('cryoTWIN')
-        if self.inputModes.get() is not None:
+        if self.inputModes.get() is not None or self.nmaModes.get():
             cites += ['Jin2014hemnma', 'Harastani2022continuousflex']
         return cites

@@ -201,9 +201,20 @@ def test_latent_spearman_axes_two_coordinates():
     n = 3000
     c = rng.uniform(-1, 1, (n, 2))
     Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    # distinct variances: principal axes line up with the true axes
     z = np.column_stack([3 * c[:, 0], c[:, 1], 0.05 * rng.normal(size=(n, 3))]) @ Q.T
-    rho = metrics.latent_spearman_axes(z, c)
-    assert rho.shape == (2,) and np.all(rho > 0.98)
+    assert np.all(metrics.latent_spearman_axes(z, c, method='pca') > 0.98)
+    assert np.all(metrics.latent_spearman_axes(z, c) > 0.98)
+    # equal variances mixed by a 45 degree rotation: principal axes are arbitrary,
+    # the regression form is invariant to any invertible linear map of z
+    rot = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2)
+    z2 = np.column_stack([c @ rot.T, 0.05 * rng.normal(size=(n, 2))])
+    assert np.all(metrics.latent_spearman_axes(z2, c) > 0.98)
+    A = rng.normal(size=(4, 4))
+    np.testing.assert_allclose(metrics.latent_spearman_axes(z2 @ A.T + 1.0, c),
+                               metrics.latent_spearman_axes(z2, c), rtol=1e-9)
+    # unrelated latents
+    assert np.all(metrics.latent_spearman_axes(rng.normal(size=(n, 4)), c) < 0.1)
 
 
 def test_knn_neighbourhood_error_oracle_random_and_invariance():

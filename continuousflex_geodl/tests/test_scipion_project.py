@@ -18,10 +18,11 @@ from continuousflex_geodl.tests import scipion_env
 scipion_env.configure()
 _SKIP = scipion_env.skip_reason()
 if _SKIP is None:
-    _missing = [c for c in ('simulate', 'train', 'infer') if importlib.util.find_spec(
-        'continuousflex_geodl.core.commands.' + c) is None]
+    _missing = [m for m in ('commands.simulate', 'commands.train', 'commands.infer',
+                            'particles') if importlib.util.find_spec(
+        'continuousflex_geodl.core.' + m) is None]
     if _missing:
-        _SKIP = 'core commands not built yet: %s' % ', '.join(_missing)
+        _SKIP = 'core modules not built yet: %s' % ', '.join(_missing)
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
 
 N_PARTICLES = 48

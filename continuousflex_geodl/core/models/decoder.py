@@ -10,10 +10,17 @@ reference cloud:
    per forward;
 3. conditioning on z, either ``'film'``: a per-atom MLP on the point
    features modulated by a linear map of z (FiLM), then a linear head; or
-   ``'lowrank'`` (default, ~10x cheaper): the point features give H
-   displacement fields ``phi_h`` (N, 3) and an MLP of z their coefficients,
-   ``d = sum_h psi_h(z) phi_h`` -- any rigid-domain motion is exactly of
-   this form with H >= 2 x (number of moving domains) x 3;
+   ``'lowrank'`` (~10x cheaper): the point features give H displacement
+   fields ``phi_h`` (N, 3) and an MLP of z their coefficients,
+   ``d = sum_h psi_h(z) phi_h``; or ``'segments'`` (default): linear-blend
+   skinning of S soft segments -- each atom belongs softly to segments
+   (softmax of a Gaussian of its distance to k-means centres of the
+   reference plus a learned point-network correction) and each segment
+   moves rigidly with a rotation and translation given by an MLP of z,
+   ``y_j = sum_k w_jk (R_k(z) (x_j - c_k) + c_k + t_k(z))``, plus a
+   low-rank free-form residual field (``rank`` > 0).  Domain motions, the
+   common case, are then a few parameters, which the images determine
+   much faster than a free field;
 4. the output (3 displacement components, optionally a log amplitude
    change) is zero-initialised so that every z starts at the reference;
 5. a fixed Gaussian smoothing of the displacement field over the graph
@@ -103,12 +110,15 @@ class PointDecoder(nn.Module, _GraphMixin):
     """Free-form point-network decoder (see module docstring)."""
 
     def __init__(self, reference, zdim, width=64, n_conv=2, k=16, n_freq=3,
-                 amplitudes=False, smooth_steps=1, conditioning='lowrank', rank=32):
+                 amplitudes=False, smooth_steps=1, conditioning='segments', rank=32,
+                 n_segments=16, seed=0):
         super().__init__()
-        if conditioning not in ('film', 'lowrank'):
-            raise ValueError("Unknown decoder conditioning '%s': use 'lowrank' or 'film'."
-                             % conditioning)
+        if conditioning not in ('film', 'lowrank', 'segments'):
+            raise ValueError("Unknown decoder conditioning '%s': use 'segments', 'lowrank' "
+                             "or 'film'." % conditioning)
         self.conditioning = conditioning
+        if conditioning == 'lowrank' and int(rank) <= 0:
+            raise ValueError("The 'lowrank' decoder needs rank > 0.")
         ref = torch.as_tensor(np.asarray(reference), dtype=torch.float32)
         self.zdim = int(zdim)
         self.amplitudes = bool(amplitudes)
@@ -131,7 +141,27 @@ class PointDecoder(nn.Module, _GraphMixin):
             self.head = nn.Linear(width, nout)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
-        else:
+        if conditioning == 'segments':
+            from .reference import weighted_kmeans
+            S = int(min(n_segments, len(ref)))
+            c, _ = weighted_kmeans(ref.numpy(), np.ones(len(ref)), S, seed=seed)
+            S = len(c)
+            self.n_segments = S
+            c = torch.as_tensor(c, dtype=torch.float32)
+            d2 = ((ref[:, None, :] - c[None]) ** 2).sum(-1)  # (N, S)
+            tau2 = float(d2.min(1).values.mean().clamp_min(1e-6))
+            self.register_buffer('seg_centres', c)
+            self.register_buffer('seg_logits0', -d2 / (2 * tau2))
+            self.seg_head = nn.Sequential(nn.SiLU(), nn.Linear(width, S))
+            nn.init.zeros_(self.seg_head[-1].weight)
+            nn.init.zeros_(self.seg_head[-1].bias)
+            self.seg_motion = nn.Sequential(nn.Linear(self.zdim, width), nn.SiLU(),
+                                            nn.Linear(width, width), nn.SiLU(),
+                                            nn.Linear(width, 6 * S))
+            nn.init.zeros_(self.seg_motion[-1].weight)
+            nn.init.zeros_(self.seg_motion[-1].bias)
+            self.register_buffer('ref', ref)
+        if conditioning in ('lowrank', 'segments') and int(rank) > 0:
             self.rank = int(rank)
             self.fields = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
                                         nn.Linear(width, nout * self.rank))
@@ -140,6 +170,8 @@ class PointDecoder(nn.Module, _GraphMixin):
                                       nn.Linear(width, self.rank))
             nn.init.zeros_(self.coef[-1].weight)
             nn.init.zeros_(self.coef[-1].bias)
+        else:
+            self.rank = 0
 
     def point_features(self):
         h = self.embed(fourier_features(self.xn, self.n_freq))
@@ -154,10 +186,26 @@ class PointDecoder(nn.Module, _GraphMixin):
             u = h.unsqueeze(0) * (1 + g.unsqueeze(1)) + b.unsqueeze(1)
             out = self.head(self.mlp(u))  # (B, N, 3|4)
             out = self.smooth(out)
-        else:
+            disp = out[..., :3]
+            log_amp = out[..., 3] if self.amplitudes else None
+            return disp, log_amp
+        out = 0.0
+        if self.rank:
             phi = self.fields(h).view(-1, self.nout, self.rank)  # (N, C, H)
             phi = self.smooth(phi.reshape(1, -1, self.nout * self.rank)).view_as(phi)
             out = torch.einsum('nch,bh->bnc', phi, self.coef(z))
+        if self.conditioning == 'segments':
+            from .pose import axis_angle_to_matrix
+            B, S = z.shape[0], self.n_segments
+            w = torch.softmax(self.seg_logits0 + self.seg_head(h), dim=-1)  # (N, S)
+            m = self.seg_motion(z).view(B, S, 6)
+            R = axis_angle_to_matrix(0.1 * m[..., :3].reshape(-1, 3)).view(B, S, 3, 3)
+            rel = self.ref[:, None, :] - self.seg_centres[None]  # (N, S, 3)
+            moved = torch.einsum('bsij,nsj->bnsi', R, rel) + m[:, None, :, 3:]
+            seg = (w[None, :, :, None] * (moved - rel[None])).sum(2)  # (B, N, 3)
+            if self.nout == 4:
+                seg = torch.cat([seg, torch.zeros_like(seg[..., :1])], -1)
+            out = out + seg
         disp = out[..., :3]
         log_amp = out[..., 3] if self.amplitudes else None
         return disp, log_amp

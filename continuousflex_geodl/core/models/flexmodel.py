@@ -35,8 +35,9 @@ MODEL_DEFAULTS = dict(
     dec_k=16,
     dec_amplitudes=False,
     dec_smooth=1,
-    dec_conditioning='lowrank',
+    dec_conditioning='segments',
     dec_rank=32,
+    dec_segments=16,
     nma_modes=0,            # decoder basis size when decoder == 'nma'
     encoder_inputs='modes+image',
     enc_modes=16,           # modes used for the encoder's linearised features
@@ -92,7 +93,8 @@ class FlexModel(nn.Module):
                                         amplitudes=cfg['dec_amplitudes'],
                                         smooth_steps=cfg['dec_smooth'],
                                         conditioning=cfg['dec_conditioning'],
-                                        rank=cfg['dec_rank'])
+                                        rank=cfg['dec_rank'],
+                                        n_segments=cfg['dec_segments'], seed=cfg['seed'])
         else:
             raise ValueError("Unknown decoder '%s': use 'free' or 'nma'." % cfg['decoder'])
         # encoder

@@ -80,8 +80,9 @@ def make_toy_particles(n=512, box=48, apix=2.5, n_atoms=300, sigma=None,
     """Simulate a hinge data set; returns ``(particles, truth)``.
 
     ``truth`` is a dict: ``s`` (n,) true coordinate in [0, 1], ``reference``
-    (N, 3) (state s = 0), ``amplitudes``, ``sigma``, ``deform`` (a function
-    s -> (N, 3) positions).
+    (N, 3) (state s = 0), ``amplitudes``, ``sigma``, ``image_scale`` (stored
+    image / rendered projection of ``amplitudes``; the noise has unit
+    variance), ``deform`` (a function s -> (N, 3) positions).
     """
     import torch
     from ..ctf import compute_ctf, frequency_grid
@@ -122,8 +123,10 @@ def make_toy_particles(n=512, box=48, apix=2.5, n_atoms=300, sigma=None,
         images[a:b] = img.numpy()
     signal_var = images.var(axis=(1, 2)).mean()
     images += rng.normal(0, np.sqrt(signal_var / snr), images.shape).astype(np.float32)
-    images /= np.sqrt(signal_var / snr)  # unit noise variance
+    image_scale = 1.0 / np.sqrt(signal_var / snr)
+    images *= image_scale  # unit noise variance
     parts = ToyParticles(images, float(apix), euler, shifts, ctfp)
     truth = dict(s=s, reference=ref, amplitudes=amps, sigma=float(sigma),
+                 image_scale=float(image_scale),
                  deform=lambda si: hinge_deform(ref, mask, hinge, axis, max_angle * si))
     return parts, truth

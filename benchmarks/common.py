@@ -1,0 +1,147 @@
+"""Shared helpers of the benchmark: measured subprocesses, atomic files, JSON.
+
+``run_measured`` runs one command as a child process and reports its wall
+time and the peak resident memory of the whole process tree (the child and
+all its descendants, summed, polled with psutil every ``poll`` seconds), so
+the figures of every tool are measured the same way.
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+WORK = os.path.join(HERE, 'work')
+REPORT = os.path.join(HERE, 'report')
+
+
+class StageUnavailable(RuntimeError):
+    """A benchmark stage cannot run because a tool or input is missing."""
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = '%s.tmp%d' % (path, os.getpid())
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    try:
+        import numpy as np
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and (x != x or x in (float('inf'), float('-inf'))):
+        return None
+    return x
+
+
+def write_json(path, obj):
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+
+
+def read_json(path, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def thread_env(threads, extra=None):
+    """Environment for a child process limited to ``threads`` CPU threads."""
+    env = dict(os.environ)
+    for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        env[key] = str(int(threads))
+    env.setdefault('MPLBACKEND', 'Agg')
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _tree_rss(proc):
+    import psutil
+    total = 0
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_measured(cmd, log_path, env=None, cwd=None, poll=0.2, timeout=None):
+    """Run ``cmd`` (list) with stdout+stderr to ``log_path``; measure it.
+
+    Returns dict(cmd, rc, wall_s, peak_rss_mb, cpu_s (user + system CPU
+    seconds of the child and the descendants it waited for), load_avg_start,
+    load_avg_end (1-minute load average of the machine: other work running at
+    the same time slows wall-clock figures, not CPU seconds)).  Raises RuntimeError with
+    the tail of the log when the command fails.
+    """
+    import psutil
+    import resource
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    peak = 0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with open(log_path, 'w') as log:
+        log.write('$ %s\n' % ' '.join(shlex.quote(str(c)) for c in cmd))
+        log.flush()
+        child = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT,
+                                 env=env, cwd=cwd)
+        proc = psutil.Process(child.pid)
+        while True:
+            peak = max(peak, _tree_rss(proc))
+            try:
+                rc = child.wait(timeout=poll)
+                break
+            except subprocess.TimeoutExpired:
+                if timeout and time.perf_counter() - t0 > timeout:
+                    child.kill()
+                    child.wait()
+                    rc = -9
+                    break
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    out = dict(cmd=[str(c) for c in cmd], rc=rc, wall_s=wall, peak_rss_mb=peak / 2 ** 20,
+               cpu_s=cpu, load_avg_start=load0, load_avg_end=os.getloadavg()[0])
+    if rc != 0:
+        raise RuntimeError('Command failed (exit %s) after %.1f s: %s\n--- last lines of %s ---\n%s'
+                           % (rc, wall, ' '.join(out['cmd'][:4]), log_path, tail(log_path)))
+    return out
+
+
+def tail(path, n=25):
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-n:])
+    except OSError:
+        return ''
+
+
+def our_cli():
+    """Command prefix that runs ``continuousflex-geodl`` with this interpreter."""
+    return [sys.executable, '-m', 'continuousflex_geodl.core.cli']
+
+
+def say(*msg):
+    print('[bench %s]' % time.strftime('%H:%M:%S'), *msg, flush=True)

@@ -1,0 +1,498 @@
+"""Markdown report and plots from the benchmark's JSON results.
+
+``write_report(results, report_dir)`` takes the dict assembled by
+``run_benchmarks.stage_report`` (every entry may be missing or a failure
+record) and writes ``REPORT.md`` and PNG plots into ``report_dir``.  It
+prints only numbers present in the results; what was not measured is listed
+with the reason.
+"""
+import os
+import time
+
+import numpy as np
+
+#: bar of the issue, on the three-mode 64 px SNR 0.1 set
+BAR_THROUGHPUT_RATIO = 3.0
+#: "memory does not grow": peak RSS at the largest N within this factor of the smallest
+FLAT_MEMORY_FACTOR = 1.15
+
+
+def _ok(x):
+    return isinstance(x, dict) and x.get('status') == 'ok'
+
+
+def _f(x, fmt='%.3g'):
+    if x is None:
+        return 'n/a'
+    if isinstance(x, str):
+        return x
+    try:
+        if not np.isfinite(x):
+            return 'n/a'
+    except TypeError:
+        return str(x)
+    return fmt % x
+
+
+def _ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _table(header, rows):
+    out = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * len(header)) + '|']
+    out += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+    return '\n'.join(out)
+
+
+def _atomic_savefig(fig, path):
+    tmp = path[:-4] + '.tmp.png'
+    fig.savefig(tmp, dpi=110, bbox_inches='tight')
+    os.replace(tmp, path)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _load_arrays(score):
+    if not _ok(score) or not score.get('arrays') or not os.path.exists(score['arrays']):
+        return None
+    with np.load(score['arrays']) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ----------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------
+
+def plot_throughput(datasets, path):
+    names, ours, cd = [], [], []
+    for e in datasets:
+        o, c = e.get('ours'), e.get('cryodrgn')
+        if _ok(o) or _ok(c):
+            names.append(e['name'])
+            ours.append(o['images_per_s'] if _ok(o) else np.nan)
+            cd.append(c['images_per_s'] if _ok(c) else np.nan)
+    if not names:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.5))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, ours, 0.4, label='continuousflex_geodl')
+    ax.bar(x + 0.2, cd, 0.4, label='cryoDRGN')
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, ha='right')
+    ax.set_ylabel('training images / s')
+    ax.legend()
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_dataset(e, report_dir):
+    """Latent, FSC-AUC and population plots of one data set; returns file names."""
+    plt = _plt()
+    files = []
+    tools = [('ours', 'continuousflex_geodl'), ('cryodrgn', 'cryoDRGN')]
+    arrs = {t: _load_arrays(e.get('score_' + t)) for t, _ in tools}
+    if any(a is not None for a in arrs.values()):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for ax, (t, label) in zip(axes, tools):
+            a = arrs[t]
+            if a is None:
+                ax.text(0.5, 0.5, 'not measured', ha='center', transform=ax.transAxes)
+                ax.set_title(label)
+                continue
+            u = a['unit']
+            if u.shape[1] == 1:
+                ax.scatter(u[:, 0], a['pc'][:, 0], s=2, alpha=0.4)
+                ax.set_xlabel('true coordinate (unit)')
+                ax.set_ylabel('latent PC1')
+            else:
+                ax.scatter(a['pc'][:, 0], a['pc'][:, 1], c=u[:, 0], s=2, cmap='viridis')
+                ax.set_xlabel('latent PC1')
+                ax.set_ylabel('latent PC2 (colour: true coordinate 1)')
+            sc = e.get('score_' + t) or {}
+            ax.set_title('%s: Spearman %s, kNN error %s' % (
+                label, _f(sc.get('spearman')), _f(sc.get('knn_error'))))
+        name = 'latents_%s.png' % e['name']
+        _atomic_savefig(fig, os.path.join(report_dir, name))
+        plt.close(fig)
+        files.append(name)
+    scores = {t: e.get('score_' + t) for t, _ in tools}
+    if any(_ok(s) and s.get('fsc_auc_per_conf') for s in scores.values()):
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for t, label in tools:
+            s = scores[t]
+            if _ok(s) and s.get('fsc_auc_per_conf'):
+                c = np.array(s['conf_centres'])
+                xs = c[:, 0] if c.ndim == 2 and c.shape[1] == 1 else np.arange(len(c))
+                ax.plot(xs, s['fsc_auc_per_conf'], 'o-', label=label)
+        ax.axhline(0.5, color='grey', lw=0.5)
+        ax.set_ylabel('FSC-AUC vs ground truth')
+        ax.set_xlabel('true coordinate (unit)' if len(np.array(
+            next(s for s in scores.values() if _ok(s) and s.get('conf_centres'))[
+                'conf_centres'])[0]) == 1 else 'conformation bin')
+        ax.legend()
+        name = 'fsc_auc_%s.png' % e['name']
+        _atomic_savefig(fig, os.path.join(report_dir, name))
+        plt.close(fig)
+        files.append(name)
+    one_d = [a for a in arrs.values() if a is not None and 'recovered_unit' in a
+             and a['unit'].shape[1] == 1]
+    if one_d:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        u = one_d[0]['unit'][:, 0]
+        bins = np.linspace(0, 1, 41)
+        ax.hist(u, bins=bins, density=True, histtype='stepfilled', alpha=0.3, color='k',
+                label='truth')
+        for t, label in tools:
+            a = arrs[t]
+            if a is not None and 'recovered_unit' in a:
+                ax.hist(a['recovered_unit'][:, 0], bins=bins, density=True, histtype='step',
+                        lw=1.5, label=label)
+        ax.set_xlabel('coordinate (unit)')
+        ax.set_ylabel('population density')
+        ax.legend()
+        name = 'populations_%s.png' % e['name']
+        _atomic_savefig(fig, os.path.join(report_dir, name))
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def plot_scaling(scaling, report_dir):
+    plt = _plt()
+    files = []
+    sp = scaling.get('scaling_particles')
+    if _ok(sp) and any(r.get('status') == 'ok' for r in sp['rows']):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for tool, label in (('ours', 'continuousflex_geodl'), ('cryodrgn', 'cryoDRGN')):
+            rows = sorted([r for r in sp['rows'] if r['tool'] == tool and r['status'] == 'ok'],
+                          key=lambda r: r['n_particles'])
+            if not rows:
+                continue
+            n = [r['n_particles'] for r in rows]
+            axes[0].plot(n, [r['train_peak_rss_mb'] for r in rows], 'o-', label=label + ' train')
+            axes[0].plot(n, [r['infer_peak_rss_mb'] for r in rows], 's--', label=label + ' infer')
+            axes[1].plot(n, [r['images_per_s'] for r in rows], 'o-', label=label)
+        for ax in axes:
+            ax.set_xscale('log')
+            ax.set_xlabel('particles')
+            ax.legend(fontsize=7)
+        axes[0].set_ylabel('peak RSS (MB)')
+        axes[1].set_ylabel('training images / s')
+        _atomic_savefig(fig, os.path.join(report_dir, 'scaling_particles.png'))
+        plt.close(fig)
+        files.append('scaling_particles.png')
+    sb = scaling.get('scaling_box')
+    if _ok(sb) and any(r.get('status') == 'ok' for r in sb['rows']):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for tool, label in (('ours', 'continuousflex_geodl'), ('cryodrgn', 'cryoDRGN')):
+            rows = sorted([r for r in sb['rows'] if r['tool'] == tool and r['status'] == 'ok'],
+                          key=lambda r: r['box'])
+            if rows:
+                axes[0].plot([r['box'] for r in rows], [r['images_per_s'] for r in rows], 'o-',
+                             label=label)
+                axes[1].plot([r['box'] for r in rows], [r['peak_rss_mb'] for r in rows], 'o-',
+                             label=label)
+        for ax in axes:
+            ax.set_xscale('log', base=2)
+            ax.set_xlabel('box (px)')
+            ax.legend(fontsize=7)
+        axes[0].set_yscale('log')
+        axes[0].set_ylabel('training images / s')
+        axes[1].set_ylabel('peak RSS (MB)')
+        _atomic_savefig(fig, os.path.join(report_dir, 'scaling_box.png'))
+        plt.close(fig)
+        files.append('scaling_box.png')
+    sr = scaling.get('scaling_render')
+    if _ok(sr) and any(r.get('status') == 'ok' for r in sr['rows']):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+        for method in ('exact', 'fft', 'keops'):
+            rows = sorted([r for r in sr['rows'] if r['method'] == method and r['axis'] == 'atoms'
+                           and r['status'] == 'ok'], key=lambda r: r['n_atoms'])
+            if rows:
+                n = [r['n_atoms'] for r in rows]
+                axes[0].plot(n, [r['s_per_batch'] for r in rows], 'o-', label=method)
+                axes[1].plot(n, [r['peak_rss_mb'] for r in rows], 'o-', label=method)
+            rows = sorted([r for r in sr['rows'] if r['method'] == method and r['axis'] == 'box'
+                           and r['status'] == 'ok'], key=lambda r: r['box'])
+            if rows:
+                axes[2].plot([r['box'] for r in rows], [r['s_per_batch'] for r in rows], 'o-',
+                             label=method)
+        axes[0].set(xscale='log', yscale='log', xlabel='pseudo-atoms (box 64)',
+                    ylabel='s per batch (fwd + bwd)')
+        axes[1].set(xscale='log', xlabel='pseudo-atoms (box 64)', ylabel='peak RSS (MB)')
+        axes[2].set(xscale='log', yscale='log', xlabel='box (px), 2000 atoms',
+                    ylabel='s per batch (fwd + bwd)')
+        axes[2].set_xscale('log', base=2)
+        for ax in axes:
+            ax.legend(fontsize=7)
+        _atomic_savefig(fig, os.path.join(report_dir, 'scaling_render.png'))
+        plt.close(fig)
+        files.append('scaling_render.png')
+    return files
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------
+
+METRICS = [
+    # key, label, source ('run', 'infer', 'score'), better ('high'/'low'/None), format
+    ('images_per_s', 'training images/s', 'run', 'high', '%.1f'),
+    ('train_s', 'training time, epochs only (s)', 'run', 'low', '%.0f'),
+    ('wall_s', 'wall time of the training command (s)', 'run', 'low', '%.0f'),
+    ('cpu_s', 'CPU time of the training command (s)', 'run', 'low', '%.0f'),
+    ('peak_rss_mb', 'peak RSS, training (MB)', 'run', 'low', '%.0f'),
+    ('images_per_s', 'inference images/s (whole command)', 'infer', 'high', '%.1f'),
+    ('peak_rss_mb', 'peak RSS, inference (MB)', 'infer', 'low', '%.0f'),
+    ('spearman', 'latent Spearman |rho| (PC1, or mean per axis)', 'score', 'high', '%.3f'),
+    ('knn_error', 'kNN neighbourhood error (normalised)', 'score', 'low', '%.3f'),
+    ('neighbourhood_overlap', 'kNN neighbourhood overlap', 'score', 'high', '%.3f'),
+    ('fsc_auc', 'FSC-AUC per conformation, mean', 'score', 'high', '%.3f'),
+    ('map_correlation', 'map correlation, mean', 'score', 'high', '%.3f'),
+    ('map_one_minus_mean_fsc', '1 - mean FSC, mean', 'score', 'low', '%.3f'),
+    ('map_res_fsc05', 'resolution at FSC 0.5, mean (A)', 'score', 'low', '%.1f'),
+    ('population_emd', 'population EMD (unit coordinate)', 'score', 'low', '%.3f'),
+    ('middle_fraction_recovered', 'middle-state fraction recovered', 'score', None, '%.3f'),
+]
+
+
+def _get(e, tool, source, key):
+    if source == 'run':
+        r = e.get(tool)
+        return r.get(key) if _ok(r) else None
+    if source == 'infer':
+        r = e.get(tool)
+        return (r.get('infer') or {}).get(key) if _ok(r) else None
+    s = e.get('score_' + tool)
+    return s.get(key) if _ok(s) else None
+
+
+def dataset_table(e):
+    rows = []
+    for key, label, source, better, fmt in METRICS:
+        a, c = _get(e, 'ours', source, key), _get(e, 'cryodrgn', source, key)
+        if a is None and c is None:
+            continue
+        r = _ratio(a, c)
+        rows.append([label, _f(a, fmt), _f(c, fmt), _f(r, '%.2f') if r is not None else 'n/a'])
+    if e.get('score_cryodrgn') and _ok(e['score_cryodrgn']) and 'middle_fraction_true' in \
+            e['score_cryodrgn']:
+        rows.append(['middle-state fraction, truth', _f(e['score_cryodrgn'][
+            'middle_fraction_true'], '%.3f'), '', ''])
+    if not rows:
+        return None
+    return _table(['metric', 'continuousflex_geodl', 'cryoDRGN', 'ratio ours / cryoDRGN'], rows)
+
+
+def bar_verdict(results):
+    """Lines judging the issue's bar with the measured numbers (or saying what is missing)."""
+    name = results['cfg'].get('bar_dataset')
+    e = next((d for d in results['datasets'] if d['name'] == name), None)
+    lines = []
+    if e is None:
+        return ['- Bar data set %s was not part of this run.' % name]
+    o, c = e.get('ours'), e.get('cryodrgn')
+    so, sc = e.get('score_ours'), e.get('score_cryodrgn')
+    if _ok(o) and _ok(c):
+        r = o['images_per_s'] / c['images_per_s']
+        lines.append('- Training throughput ratio (ours / cryoDRGN, images/s, same CPU, same '
+                     'run): **%.2f** (%.1f vs %.1f) -> %s (bar: >= %.0f)' % (
+                         r, o['images_per_s'], c['images_per_s'],
+                         'PASS' if r >= BAR_THROUGHPUT_RATIO else 'FAIL', BAR_THROUGHPUT_RATIO))
+    else:
+        lines.append('- Throughput ratio: not measured (%s).' % ', '.join(
+            '%s: %s' % (t, (x or {}).get('error', 'not run').splitlines()[-1][:160])
+            for t, x in (('ours', o), ('cryoDRGN', c)) if not _ok(x)))
+    if _ok(so) and _ok(sc):
+        for key, label, better in (('spearman', 'latent Spearman', 'high'),
+                                   ('knn_error', 'kNN error', 'low'),
+                                   ('fsc_auc', 'FSC-AUC', 'high')):
+            a, b = so.get(key), sc.get(key)
+            if a is None or b is None:
+                lines.append('- %s: not measured.' % label)
+                continue
+            ok = a >= b if better == 'high' else a <= b
+            lines.append('- %s: ours %.3f vs cryoDRGN %.3f -> %s (bar: equal or %s)' % (
+                label, a, b, 'PASS' if ok else 'FAIL',
+                'higher' if better == 'high' else 'lower'))
+    else:
+        lines.append('- Accuracy (Spearman, kNN error, FSC-AUC): not measured for %s.' % (
+            ' and '.join(t for t, x in (('ours', so), ('cryoDRGN', sc)) if not _ok(x))))
+    sp = results.get('scaling', {}).get('scaling_particles')
+    rows = [r for r in (sp or {}).get('rows', []) if r.get('tool') == 'ours'
+            and r.get('status') == 'ok'] if _ok(sp) else []
+    if len(rows) >= 2:
+        rows.sort(key=lambda r: r['n_particles'])
+        for key, label in (('train_peak_rss_mb', 'training'), ('infer_peak_rss_mb', 'inference')):
+            lo, hi = rows[0][key], rows[-1][key]
+            f = hi / lo
+            lines.append('- Peak memory of %s, %d -> %d particles: %.0f -> %.0f MB (x%.2f) -> %s '
+                         '(flat: within x%.2f)' % (
+                             label, rows[0]['n_particles'], rows[-1]['n_particles'], lo, hi, f,
+                             'PASS' if f <= FLAT_MEMORY_FACTOR else 'FAIL',
+                             FLAT_MEMORY_FACTOR))
+    else:
+        lines.append('- Memory against the number of particles: not measured for our tool.')
+    return lines
+
+
+def _failures(results):
+    out = []
+    for e in results['datasets']:
+        for key in ('status_dataset', 'ours', 'cryodrgn', 'score_ours', 'score_cryodrgn'):
+            x = e.get(key)
+            if isinstance(x, dict) and x.get('status') not in (None, 'ok'):
+                out.append('- %s / %s: %s — %s' % (e['name'], key, x['status'],
+                                                  x.get('error', '').splitlines()[-1][:300]
+                                                  if x.get('error') else ''))
+            elif x is None and key != 'status_dataset':
+                out.append('- %s / %s: not run' % (e['name'], key))
+    for key, x in results.get('scaling', {}).items():
+        if x is None:
+            out.append('- %s: not run' % key)
+        elif x.get('status') != 'ok':
+            out.append('- %s: %s — %s' % (key, x.get('status'), x.get('error', '')[:300]))
+        else:
+            for r in x.get('rows', []):
+                if r.get('status') != 'ok':
+                    what = ', '.join('%s=%s' % (k, r[k]) for k in ('tool', 'method', 'n_particles',
+                                                                    'n_atoms', 'box') if k in r)
+                    out.append('- %s (%s): %s %s' % (key, what, r.get('status'),
+                                                     (r.get('error') or '')[:200]))
+    return out
+
+
+def scaling_tables(scaling):
+    parts = []
+    sp = scaling.get('scaling_particles')
+    if _ok(sp) and sp.get('rows'):
+        rows = sorted(sp['rows'], key=lambda r: (r['tool'], r['n_particles']))
+        parts.append('### Cost against the number of particles (box 64, 1 epoch)\n\n' + _table(
+            ['tool', 'particles', 'train images/s', 'train wall (s)', 'train peak RSS (MB)',
+             'infer images/s', 'infer peak RSS (MB)'],
+            [[r['tool'], r['n_particles'], _f(r.get('images_per_s'), '%.1f'),
+              _f(r.get('train_wall_s'), '%.0f'), _f(r.get('train_peak_rss_mb'), '%.0f'),
+              _f(r.get('infer_images_per_s'), '%.1f'), _f(r.get('infer_peak_rss_mb'), '%.0f')]
+             if r.get('status') == 'ok' else [r['tool'], r['n_particles'], r.get('status'), '',
+                                              '', '', ''] for r in rows]))
+    sb = scaling.get('scaling_box')
+    if _ok(sb) and sb.get('rows'):
+        rows = sorted(sb['rows'], key=lambda r: (r['tool'], r['box']))
+        parts.append('### Training cost against the box size (1 epoch)\n\n' + _table(
+            ['tool', 'box (px)', 'particles', 'train images/s', 'peak RSS (MB)', 'wall (s)'],
+            [[r['tool'], r['box'], r.get('n_particles', ''), _f(r.get('images_per_s'), '%.1f'),
+              _f(r.get('peak_rss_mb'), '%.0f'), _f(r.get('wall_s'), '%.0f')]
+             if r.get('status') == 'ok' else [r['tool'], r['box'], '', r.get('status'), '', '']
+             for r in rows]))
+    sr = scaling.get('scaling_render')
+    if _ok(sr) and sr.get('rows'):
+        rows = sorted(sr['rows'], key=lambda r: (r['axis'], r['method'], r['n_atoms'], r['box']))
+        parts.append('### Projector forward + backward (batch of %d images)\n\n' % (
+            sr['rows'][0].get('batch', 0)) + _table(
+            ['varied', 'backend', 'atoms', 'box', 's / batch', 'first call (s)',
+             'peak RSS (MB)'],
+            [[r['axis'], r['method'], r['n_atoms'], r['box'], _f(r.get('s_per_batch'), '%.3g'),
+              _f(r.get('first_s'), '%.3g'), _f(r.get('peak_rss_mb'), '%.0f')]
+             if r.get('status') == 'ok' else [r['axis'], r['method'], r['n_atoms'], r['box'],
+                                              r.get('status'), '', ''] for r in rows]))
+    return parts
+
+
+def write_report(results, report_dir):
+    """Write REPORT.md and plots in ``report_dir``; returns the Markdown path."""
+    os.makedirs(report_dir, exist_ok=True)
+    m = results.get('machine', {})
+    cfg = results.get('cfg', {})
+    L = ['# Benchmark: continuousflex_geodl vs cryoDRGN', '',
+         'Profile **%s**, written %s by `benchmarks/run_benchmarks.py`. Every number below '
+         'was measured in this run; what was not measured is listed at the end with the '
+         'reason.' % (results.get('profile'), time.strftime('%Y-%m-%d %H:%M')), '',
+         '- Machine: %s, %s CPUs, %s GB RAM; %s; torch %s; cryoDRGN %s.' % (
+             m.get('cpu', '?'), m.get('cpus', '?'), m.get('memory_gb', '?'),
+             m.get('platform', '?'), m.get('torch', '?'), m.get('cryodrgn', '?')),
+         '- Both tools: %s CPU threads, latent dimension %s, %s epochs; cryoDRGN '
+         'train_vae with known poses, encoder and decoder 3 x 256 (sized for the CPU), '
+         'batch %s; ours batch %s.' % (cfg.get('threads'), cfg.get('zdim'), cfg.get('epochs'),
+                                        cfg.get('cryodrgn_batch_size'), cfg.get('batch_size')),
+         '- Throughput = training images per second over the training epochs only (each '
+         "tool's own per-epoch timer), excluding start-up and the final latent pass; wall "
+         'and CPU time cover the whole command; peak RSS is the summed resident memory of '
+         'the process tree, polled every 0.2 s. The tools ran one after the other on each '
+         'data set; the 1-minute load average is recorded with each run (other work on the '
+         'machine slows wall-clock figures).', '']
+    cc = results.get('convention_check')
+    if cc:
+        L += ['## Conventions check', '',
+              'Particles projected with our renderer (RELION 3.1 star, no phase-shift column) '
+              'and reconstructed by `cryodrgn backproject_voxel` (%d particles, %d px): the '
+              'untouched ground truth %s the best match among its 48 axis permutations and '
+              'mirror images (FSC-AUC %.3f, FSC=0.5 at %.1f A; runner-up %s: FSC-AUC %.3f).'
+              % (cc['n_particles'], cc['box'], 'is' if cc['passed'] else 'is NOT',
+                 cc['identity']['fsc_auc'], cc['identity']['res_fsc05'], cc['runner_up'],
+                 cc['runner_up_score']['fsc_auc']), '']
+    L += ['## The bar (three-mode set, 64 px, SNR 0.1)', ''] + bar_verdict(results) + ['']
+    tp = plot_throughput(results['datasets'], os.path.join(report_dir, 'throughput.png'))
+    if tp:
+        L += ['![throughput](throughput.png)', '']
+    L += ['## Data sets', '']
+    for e in results['datasets']:
+        spec, summ = e.get('spec', {}), e.get('summary') or {}
+        L += ['### %s' % e['name'], '']
+        if summ:
+            L += ['%s particles, box %s px at %s A/px, SNR %s (measured %s), motion %s, '
+                  'population %s.' % (summ.get('n_particles'), summ.get('box'), summ.get('apix'),
+                                      summ.get('snr_target'), _f(summ.get('snr_measured')),
+                                      (summ.get('motion') or {}).get('kind', spec.get('motion')),
+                                      (summ.get('population') or {}).get(
+                                          'kind', spec.get('population'))), '']
+        for t in ('ours', 'cryodrgn'):
+            r = e.get(t)
+            if _ok(r) and r.get('load_avg'):
+                L.append('- %s: load average %.1f -> %.1f during training.' % (
+                    t, r['load_avg'][0], r['load_avg'][1]))
+        tab = dataset_table(e)
+        L += ['', tab if tab else '_No results for this data set (see the end)._', '']
+        for f in plot_dataset(e, report_dir):
+            L += ['![%s](%s)' % (f, f), '']
+    L += ['## How cost grows', '']
+    parts = scaling_tables(results.get('scaling', {}))
+    L += (parts or ['_No scaling results (see the end)._'])
+    L += ['']
+    for f in plot_scaling(results.get('scaling', {}), report_dir):
+        L += ['![%s](%s)' % (f, f), '']
+    L += ['## Metric definitions', '',
+          '- FSC: per Fourier shell (rounded radius), curves to Nyquist; resolution where it '
+          'first drops below the threshold (linear interpolation). FSC-AUC: area under FSC '
+          'against frequency in cycles/pixel, 0..0.5 (CryoBench), for the volume each tool '
+          'decodes at the latent medoid of the particles of each true-coordinate bin, against '
+          'the ground-truth volume of the bin median, both under a soft spherical mask.',
+          '- Map distances (Flatiron challenge): masked maps normalised by median and standard '
+          'deviation; correlation = mean product; 1 - mean FSC over shells 1..D/2.',
+          '- Latent recovery: |Spearman| between the first principal axis of the latents and '
+          'the true coordinate (1D); for 2D motions the linear least-squares prediction of each '
+          'true axis from the latents, averaged over axes. kNN error: mean distance in the true '
+          'coordinate between each particle and its %s nearest latent neighbours, divided by '
+          'the mean distance of random pairs (0 perfect, 1 random). Overlap: fraction of true '
+          'neighbours that are latent neighbours.' % cfg.get('knn_k', 10),
+          '- Populations: k-means (%s states) of the latents; each state decoded and assigned '
+          'the true coordinate whose ground-truth volume correlates best; EMD between the '
+          'state-weighted recovered coordinates and the true coordinates (1D closed form; 2D '
+          'exact transport on an 11 x 11 grid).' % cfg.get('n_clusters'), '']
+    fails = _failures(results)
+    if fails:
+        L += ['## Not measured in this run', ''] + fails + ['']
+    path = os.path.join(report_dir, 'REPORT.md')
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write('\n'.join(L) + '\n')
+    os.replace(tmp, path)
+    return path

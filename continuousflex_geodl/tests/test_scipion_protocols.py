@@ -1,0 +1,185 @@
+"""Protocols without a project: their command lines parse with the real CLI,
+their validation catches bad input before launch, selections are exact."""
+import os
+
+import numpy as np
+import pytest
+
+from continuousflex_geodl.tests import scipion_env
+
+scipion_env.configure()
+_SKIP = scipion_env.skip_reason()
+pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
+
+if _SKIP is None:
+    from pwem.constants import ALIGN_2D, ALIGN_NONE, ALIGN_PROJ
+    from pwem.objects import (Acquisition, AtomStruct, CTFModel, Particle, SetOfParticles,
+                              Transform, Volume)
+
+    from continuousflex_geodl import constants as const
+    from continuousflex_geodl.objects import GeoDLModel
+    from continuousflex_geodl.protocols import (GeoDLProtPredict, GeoDLProtSimulate,
+                                                GeoDLProtTrain)
+    from continuousflex_geodl.protocols.protocol_subset import (
+        SELECT_BALL, SELECT_BOX, SELECT_STATES, parse_floats, parse_ints, select_mask)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Protocols outside a project resolve paths from the cwd: keep them in tmp."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _parse(command, args):
+    """Parse with the real ``continuousflex-geodl`` parser (exits on a bad flag)."""
+    from continuousflex_geodl.core.cli import build_parser
+    return build_parser().parse_args(command.split() + [str(a) for a in args])
+
+
+def _particles(tmp_path, n=4, box=32, apix=2.0, ctf=True, align=ALIGN_PROJ, name='p'):
+    pset = SetOfParticles(filename=str(tmp_path / ('%s.sqlite' % name)))
+    pset.setSamplingRate(apix)
+    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
+    pset.setAcquisition(acq)
+    pset.setHasCTF(ctf)
+    pset.setAlignment(align)
+    for i in range(n):
+        p = Particle()
+        p.setLocation(i + 1, str(tmp_path / 'stack.mrcs'))
+        p.setSamplingRate(apix)
+        p.setAcquisition(acq)
+        if ctf:
+            c = CTFModel()
+            c.setStandardDefocus(15000.0, 15000.0, 0.0)
+            p.setCTF(c)
+        if align == ALIGN_PROJ:
+            p.setTransform(Transform(np.eye(4)))
+        pset.append(p)
+    pset.setDim((box, box, 1))
+    pset.write()
+    return pset
+
+
+# ------------------------------------------------------------ command lines -
+
+def test_simulate_command_line_parses_with_the_core_cli():
+    prot = GeoDLProtSimulate(nParticles=123, box=48, apix=1.5, snr=0.05, motion=1,
+                             population=2, seed=9)
+    a = _parse('simulate', prot._simulateArgs())
+    assert (a.n_particles, a.box, a.apix, a.snr, a.motion, a.population, a.seed) == \
+        (123, 48, 1.5, 0.05, 'linear', 'grid', 9)
+    assert os.path.isabs(a.out)
+
+
+def test_train_command_line_parses_and_carries_every_setting(tmp_path):
+    prot = GeoDLProtTrain(zdim=6, epochs=7, batchSize=16, learningRate=5e-4, prior=1,
+                          nmaModes=5, nAtoms=300, refinePoses=True, encoderInputs=2,
+                          beta=0.25, timeLimit=30.0, seed=4, numberOfThreads=3)
+    prot.setWorkingDir(str(tmp_path / 'run'))
+    prot.inputParticles.set(_particles(tmp_path))
+    prot.inputReference.set(AtomStruct(filename=str(tmp_path / 'ref.pdb')))
+    a = _parse('train', prot._trainArgs())
+    assert (a.zdim, a.epochs, a.batch_size, a.lr, a.prior, a.nma_modes, a.n_atoms,
+            a.refine_poses, a.encoder_inputs, a.beta, a.time_limit, a.seed, a.threads,
+            a.device, a.resume) == \
+        (6, 7, 16, 5e-4, 'gaussian', 5, '300', True, 'image', 0.25, 30.0, 4, 3, 'cpu', False)
+    assert a.reference == str(tmp_path / 'ref.pdb')
+    prot.allAtoms.set(True)
+    assert _parse('train', prot._trainArgs()).n_atoms == 'all'
+    # a checkpoint in the model folder -> Continue resumes
+    ck = os.path.join(prot._getModelDir(), 'checkpoints')
+    assert ck.startswith(str(tmp_path))
+    os.makedirs(ck)
+    open(os.path.join(ck, 'last.pt'), 'w').close()
+    assert _parse('train', prot._trainArgs()).resume
+
+
+def test_predict_command_line_parses(tmp_path):
+    prot = GeoDLProtPredict(batchSize=64, numberOfThreads=2)
+    prot.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'model'), zdim=2, box=32, apix=2.0))
+    prot.inputParticles.set(_particles(tmp_path))
+    a = _parse('infer', prot._inferArgs())
+    assert (a.model, a.batch_size, a.threads, a.device) == (str(tmp_path / 'model'), 64, 2,
+                                                            'cpu')
+    assert a.out.endswith('.npy')
+
+
+# ------------------------------------------------------------- validation ---
+
+def test_train_validation_catches_bad_input(tmp_path):
+    prot = GeoDLProtTrain()
+    prot.inputReference.set(AtomStruct(filename=str(tmp_path / 'ref.pdb')))
+    prot.inputParticles.set(_particles(tmp_path, ctf=False, align=ALIGN_NONE, name='a'))
+    errors = ' '.join(prot._validate())
+    assert 'no CTF' in errors and 'no 3D angles' in errors
+    prot.inputParticles.set(_particles(tmp_path, box=33, name='b'))
+    assert any('must be even' in e for e in prot._validate())
+    good = _particles(tmp_path, name='c')
+    prot.inputParticles.set(good)
+    assert prot._validate() == []
+    vol = Volume()
+    vol.setFileName(str(tmp_path / 'map.mrc'))
+    vol.setSamplingRate(1.0)
+    prot.inputReference.set(vol)
+    import mrcfile
+    with mrcfile.new(str(tmp_path / 'map.mrc'), overwrite=True) as m:
+        m.set_data(np.zeros((40, 40, 40), np.float32))
+    errors = ' '.join(prot._validate())
+    assert 'box (40 px) differs' in errors and 'pixel size' in errors
+
+
+def test_train_rejects_external_modes_when_core_cannot_use_them(tmp_path):
+    from pwem.objects import SetOfNormalModes
+    from continuousflex_geodl.protocols.protocol_base import coreCommandFlags
+    prot = GeoDLProtTrain()
+    prot.inputParticles.set(_particles(tmp_path))
+    prot.inputReference.set(AtomStruct(filename=str(tmp_path / 'ref.pdb')))
+    prot.inputModes.set(SetOfNormalModes(filename=str(tmp_path / 'modes.sqlite')))
+    errors = prot._validate()
+    if '--modes' in coreCommandFlags('train'):
+        assert not any('external' in e for e in errors)
+    else:
+        assert any('external (ContinuousFlex) normal modes' in e for e in errors)
+    prot.nmaModes.set(4)
+    assert any('not both' in e for e in prot._validate())
+
+
+def test_predict_validation_checks_model_compatibility(tmp_path):
+    prot = GeoDLProtPredict()
+    (tmp_path / 'model').mkdir()
+    prot.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'model'), zdim=2, box=64,
+                                   apix=1.0))
+    prot.inputParticles.set(_particles(tmp_path, box=32, apix=2.0, align=ALIGN_2D))
+    errors = ' '.join(prot._validate())
+    assert 'box of 32 px' in errors and '2.0000 A/px' in errors and 'no 3D angles' in errors
+    prot.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'gone'), zdim=2, box=32,
+                                   apix=2.0))
+    prot.inputParticles.set(_particles(tmp_path, name='ok'))
+    assert any('does not exist' in e for e in prot._validate())
+
+
+def test_simulate_validation():
+    assert GeoDLProtSimulate(box=33)._validate()
+    assert GeoDLProtSimulate(box=8)._validate()
+    assert GeoDLProtSimulate(box=64)._validate() == []
+
+
+# ------------------------------------------------------------- selections ---
+
+def test_selection_masks_are_exact():
+    rng = np.random.default_rng(0)
+    states = rng.integers(1, 5, 200)
+    np.testing.assert_array_equal(select_mask(SELECT_STATES, states=states, state_ids=[2, 4]),
+                                  (states == 2) | (states == 4))
+    zred = rng.uniform(-2, 2, (200, 2))
+    m = select_mask(SELECT_BOX, zred=zred, box=(-1, 0.5, 0, 2))
+    np.testing.assert_array_equal(m, (zred[:, 0] >= -1) & (zred[:, 0] <= 0.5) &
+                                  (zred[:, 1] >= 0) & (zred[:, 1] <= 2))
+    z = rng.normal(size=(200, 3))
+    c = np.array([0.2, -0.1, 0.3])
+    m = select_mask(SELECT_BALL, z=z, center=c, radius=1.0)
+    np.testing.assert_array_equal(m, ((z - c) ** 2).sum(1) <= 1.0)
+    assert parse_ints('1 3, 5-7') == [1, 3, 5, 6, 7]
+    assert parse_floats('0.5 -1.2, 3') == [0.5, -1.2, 3.0]
+    with pytest.raises(ValueError):
+        parse_ints('a')
