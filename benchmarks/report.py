@@ -184,7 +184,8 @@ def plot_scaling(scaling, report_dir):
         for ax in axes:
             ax.set_xscale('log')
             ax.set_xlabel('particles')
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         axes[0].set_ylabel('peak RSS (MB)')
         axes[1].set_ylabel('training images / s')
         _atomic_savefig(fig, os.path.join(report_dir, 'scaling_particles.png'))
@@ -204,7 +205,8 @@ def plot_scaling(scaling, report_dir):
         for ax in axes:
             ax.set_xscale('log', base=2)
             ax.set_xlabel('box (px)')
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         axes[0].set_yscale('log')
         axes[0].set_ylabel('training images / s')
         axes[1].set_ylabel('peak RSS (MB)')
@@ -233,7 +235,8 @@ def plot_scaling(scaling, report_dir):
                     ylabel='s per batch (fwd + bwd)')
         axes[2].set_xscale('log', base=2)
         for ax in axes:
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         _atomic_savefig(fig, os.path.join(report_dir, 'scaling_render.png'))
         plt.close(fig)
         files.append('scaling_render.png')
@@ -253,7 +256,7 @@ METRICS = [
     ('peak_rss_mb', 'peak RSS, training (MB)', 'run', 'low', '%.0f'),
     ('images_per_s', 'inference images/s (whole command)', 'infer', 'high', '%.1f'),
     ('peak_rss_mb', 'peak RSS, inference (MB)', 'infer', 'low', '%.0f'),
-    ('spearman', 'latent Spearman |rho| (PC1, or mean per axis)', 'score', 'high', '%.3f'),
+    ('spearman', 'latent Spearman rho, absolute (PC1; 2D: mean per axis)', 'score', 'high', '%.3f'),
     ('knn_error', 'kNN neighbourhood error (normalised)', 'score', 'low', '%.3f'),
     ('neighbourhood_overlap', 'kNN neighbourhood overlap', 'score', 'high', '%.3f'),
     ('fsc_auc', 'FSC-AUC per conformation, mean', 'score', 'high', '%.3f'),
@@ -465,8 +468,8 @@ def write_report(results, report_dir):
             L += ['![%s](%s)' % (f, f), '']
     L += ['## How cost grows', '']
     parts = scaling_tables(results.get('scaling', {}))
-    L += (parts or ['_No scaling results (see the end)._'])
-    L += ['']
+    for part in (parts or ['_No scaling results (see the end)._']):
+        L += [part, '']
     for f in plot_scaling(results.get('scaling', {}), report_dir):
         L += ['![%s](%s)' % (f, f), '']
     L += ['## Metric definitions', '',

@@ -71,7 +71,7 @@ def _datasets(box, n, snrs=(0.1, 0.01)):
 PROFILES = {
     'quick': dict(
         datasets=_datasets(64, 2000),
-        epochs=8, zdim=4, batch_size=32, cryodrgn_batch_size=16, threads=2,
+        epochs=8, zdim=4, batch_size=32, cryodrgn_batch_size=16, threads=1,
         n_conformations=10, n_clusters=20, knn_k=10,
         scaling_particles=[1000, 3000, 10000], scaling_epochs=1,
         scaling_box=[32, 64, 128], scaling_box_particles=500,
@@ -80,7 +80,7 @@ PROFILES = {
         bar_dataset=BAR_DATASET),
     'full': dict(
         datasets=_datasets(64, 10000) + _datasets(128, 10000),
-        epochs=20, zdim=4, batch_size=32, cryodrgn_batch_size=16, threads=2,
+        epochs=20, zdim=4, batch_size=32, cryodrgn_batch_size=16, threads=1,
         n_conformations=20, n_clusters=30, knn_k=10,
         scaling_particles=[1000, 3000, 10000, 30000, 100000], scaling_epochs=1,
         scaling_box=[32, 64, 128], scaling_box_particles=1000,

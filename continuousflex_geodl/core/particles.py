@@ -111,7 +111,12 @@ class ArrayImageSource:
     """In-memory images with the ``ImageSource`` interface (tests, small sets)."""
 
     def __init__(self, images):
-        self.array = np.asarray(images, dtype=np.float32)
+        self.filename = getattr(images, 'filename', None)  # set for np.memmap
+        self.array = images if (isinstance(images, np.memmap) and images.dtype == np.float32) \
+            else np.asarray(images, dtype=np.float32)
+        if self.array.ndim != 3 or self.array.shape[1] != self.array.shape[2]:
+            raise ValueError('Images must be square, shape (N, D, D); got %s'
+                             % (self.array.shape,))
         self.box = self.array.shape[-1]
 
     def __len__(self):
@@ -120,7 +125,7 @@ class ArrayImageSource:
     def __getitem__(self, idx):
         if isinstance(idx, (int, np.integer)):
             idx = [idx]
-        return self.array[idx]
+        return np.asarray(self.array[idx], dtype=np.float32)
 
     def subset(self, indices):
         return ArrayImageSource(self.array[indices])
@@ -138,6 +143,10 @@ class ParticleSet:
     ctf: np.ndarray = None
     metadata: object = None
     source: str = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.images, np.ndarray):  # arrays and np.memmap stacks
+            self.images = ArrayImageSource(self.images)
 
     @property
     def box(self):
@@ -327,7 +336,11 @@ def write_particles_star(path, pset, stack_path=None, version='3.1', chunk=1024)
     folder = os.path.dirname(path)
     n = len(pset)
     imgs = pset.images
-    if (stack_path is None and isinstance(imgs, ImageSource) and len(imgs.files) == 1
+    mm = getattr(imgs, 'filename', None)
+    if mm and len(imgs) == n and (stack_path is None or
+                                  os.path.abspath(stack_path) == os.path.abspath(mm)):
+        stack_file, imgs = os.path.abspath(mm), None  # already on disk, in order
+    elif (stack_path is None and isinstance(imgs, ImageSource) and len(imgs.files) == 1
             and np.array_equal(imgs.img_idx, np.arange(n))):
         stack_file = imgs.files[0]
     else:

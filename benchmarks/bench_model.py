@@ -1,0 +1,253 @@
+"""The model's bar: motion recovered from 2,000 simulated particles on 2 CPU cores.
+
+Measures, on the project's simulator (64 px, 2 A/px, SNR 0.1, hinge motion
+with a 6 A end-to-end RMSD, three-mode population, known poses):
+
+* wall time of ``continuousflex-geodl train`` with 2 threads (a child process,
+  imports, reference, calibration and every epoch included) and images/s;
+* |Spearman| between the first principal axis of the inferred latents and
+  the true coordinate;
+* RMSD (A, pseudo-atoms vs ground truth, same atom order, no superposition)
+  of the structure decoded at the mean latent of the particles of each
+  population mode against the true structure at that mode's centre (the two
+  end states are modes 1 and 3), and the median per-particle RMSD of the
+  structure decoded at each particle's latent against its own true one;
+* an information bound for context: the same Spearman for the maximum-
+  likelihood coordinate and the posterior mean (true population law) of an
+  oracle that knows the true motion, poses, CTF, scale and noise.
+
+Writes ``<report-dir>/model_bar.json`` and ``model_bar.md``.  Usage::
+
+    python benchmarks/bench_model.py                 # the bar (about 15 min)
+    python benchmarks/bench_model.py --quick         # 600 particles, fewer epochs
+    python benchmarks/bench_model.py --epochs 40 --seed 1 --skip-oracle
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def _atomic_text(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = '%s.tmp%d' % (path, os.getpid())
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _env(threads):
+    env = dict(os.environ)
+    for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        env[k] = str(threads)
+    return env
+
+
+def _cli(args, threads, log):
+    cmd = [sys.executable, '-m', 'continuousflex_geodl'] + [str(a) for a in args]
+    print('$ ' + ' '.join(cmd), flush=True)
+    t = time.time()
+    with open(log, 'w') as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(threads),
+                              cwd=REPO)
+    wall = time.time() - t
+    if proc.returncode:
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(cmd), tail))
+    return wall, ' '.join(cmd)
+
+
+def simulate(sim_dir, n, seed, threads):
+    from continuousflex_geodl.core import runtime
+    from continuousflex_geodl.core.simulate import simulate_dataset
+    if os.path.exists(os.path.join(sim_dir, 'summary.json')):
+        return
+    runtime.setup(threads)
+    simulate_dataset(sim_dir, n_particles=n, box=64, apix=2.0, snr=0.1, motion='hinge',
+                     population='three_mode', seed=seed, log=print)
+
+
+def oracle(sim_dir, threads, n_grid=41):
+    """Spearman of the true-model ML / posterior-mean coordinate (information bound)."""
+    import torch
+    from scipy.stats import spearmanr
+    from continuousflex_geodl.core import runtime
+    from continuousflex_geodl.core.particles import load_particles
+    from continuousflex_geodl.core.simulate import (Population, load_ground_truth,
+                                                    motion_from_ground_truth, render_images)
+    runtime.setup(threads)
+    gt = load_ground_truth(sim_dir)
+    mot = motion_from_ground_truth(gt)
+    pset = load_particles(os.path.join(sim_dir, 'particles.star'))
+    u_true = np.asarray(gt['coords_unit'])[:, 0]
+    grid = np.linspace(0, 1, n_grid)
+    structs = mot.conformation(mot.unit_to_coords(grid[:, None])[:, 0])
+    n = len(pset)
+    nll = np.zeros((n, n_grid))
+    box, apix = int(gt['box']), float(gt['apix'])
+    for s in range(0, n, 100):
+        idx = np.arange(s, min(n, s + 100))
+        imgs = np.asarray(pset.images[idx], dtype=np.float64)
+        for g in range(n_grid):
+            clean = render_images(structs[g], gt['amplitudes'], mot.sigma, gt['euler'][idx],
+                                  gt['shifts'][idx], gt['ctf'][idx], box, apix)
+            nll[idx, g] = 0.5 * ((imgs - clean) ** 2).sum((1, 2))
+    ml = grid[np.argmin(nll, 1)]
+    pop = Population('three_mode')
+    from scipy.stats import norm
+    prior = sum(w * norm.pdf(grid, c[0], pop.sd) for w, c in zip(pop.weights, pop.centres))
+    logp = -nll + np.log(prior + 1e-300)[None]
+    w = np.exp(logp - logp.max(1, keepdims=True))
+    post = (w * grid).sum(1) / w.sum(1)
+    return dict(spearman_ml=float(abs(spearmanr(ml, u_true).correlation)),
+                spearman_posterior_mean=float(abs(spearmanr(post, u_true).correlation)),
+                grid_points=n_grid)
+
+
+def evaluate(sim_dir, model_dir, z_path):
+    from scipy.stats import spearmanr
+    from continuousflex_geodl.core.inference import decode_positions, load_model
+    from continuousflex_geodl.core.simulate import ground_truth_positions, load_ground_truth
+    gt = load_ground_truth(sim_dir)
+    z = np.load(z_path)
+    u = np.asarray(gt['coords_unit'])[:, 0]
+    labels = np.asarray(gt['states'])
+    zc = z - z.mean(0)
+    _, sv, vt = np.linalg.svd(zc, full_matrices=False)
+    pc1 = zc @ vt[0]
+    rho = spearmanr(pc1, u).correlation
+    model = load_model(model_dir)
+    states = []
+    for k, centre in enumerate(np.asarray(gt['state_coords_unit'])[:, 0]):
+        sel = np.nonzero(labels == k)[0]
+        zm = z[sel].mean(0)
+        dec = decode_positions(model, zm[None])[0]
+        true = np.asarray(gt['state_positions'])[k]
+        rmsd = float(np.sqrt(((dec - true) ** 2).sum(1).mean()))
+        ref_rmsd = float(np.sqrt(((np.asarray(gt['reference_positions']) - true) ** 2)
+                                 .sum(1).mean()))
+        sub = sel[:300]
+        per = decode_positions(model, z[sub])
+        tru = ground_truth_positions(gt, indices=sub)
+        per_rmsd = np.sqrt(((per - tru) ** 2).sum(-1).mean(-1))
+        states.append(dict(state=k + 1, centre=float(centre), n_particles=int(len(sel)),
+                           rmsd_mean_latent=rmsd, rmsd_reference=ref_rmsd,
+                           rmsd_per_particle_median=float(np.median(per_rmsd)),
+                           mean_latent=zm.tolist()))
+    return dict(spearman_pc1=float(abs(rho)), singular_values=(sv / sv[0]).tolist(),
+                states=states, n_atoms=int(model.ref_pos.shape[0]))
+
+
+def markdown(rep):
+    r = rep['result']
+    lines = ['# Model bar (bench_model.py)', '',
+             'Data: %s' % rep['data'], '',
+             '| figure | value | bar |', '|---|---|---|',
+             '| train wall time (2 threads) | %.1f s (%.1f min) | <= 15 min |'
+             % (rep['train_wall_s'], rep['train_wall_s'] / 60),
+             '| training images/s (mean over epochs) | %.1f | |' % rep['train_images_per_s'],
+             '| epochs | %d | |' % rep['epochs_done'],
+             '| inference wall time | %.1f s (%.0f images/s incl. start-up) | |'
+             % (rep['infer_wall_s'], rep['n_particles'] / rep['infer_wall_s']),
+             '| abs Spearman(PC1, true coordinate) | %.4f | >= 0.95 |' % r['spearman_pc1']]
+    for s in r['states']:
+        end = s['state'] in (1, len(r['states']))
+        lines.append('| RMSD state %d (u = %.1f) at mean latent | %.2f A (reference %.2f A; '
+                     'median per particle %.2f A) | %s |'
+                     % (s['state'], s['centre'], s['rmsd_mean_latent'], s['rmsd_reference'],
+                        s['rmsd_per_particle_median'], '<= 1.5 A' if end else ''))
+    if rep.get('oracle'):
+        o = rep['oracle']
+        lines += ['', 'Information bound (oracle with the true motion, poses, CTF, noise): '
+                  '|Spearman| of the ML coordinate %.4f, of the posterior mean under the true '
+                  'population %.4f.' % (o['spearman_ml'], o['spearman_posterior_mean'])]
+    lines += ['', 'Passed: **%s**' % ('yes' if rep['passed'] else 'no'), '',
+              'Commands:', '', '```'] + rep['commands'] + ['```', '']
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--work', default=os.path.join(HERE, 'work', 'model_bar'))
+    p.add_argument('--report-dir', default=os.path.join(HERE, 'report'))
+    p.add_argument('--n-particles', type=int, default=2000)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--epochs', type=int, default=None, help='default: the train default')
+    p.add_argument('--seed', type=int, default=0, help='simulation seed')
+    p.add_argument('--train-seed', type=int, default=0)
+    p.add_argument('--reference', default='npz', choices=['npz', 'pdb', 'mrc'],
+                   help="simulator's reference file given to train (default npz)")
+    p.add_argument('--extra', default='', help='extra train arguments, quoted')
+    p.add_argument('--quick', action='store_true', help='600 particles, 15 epochs')
+    p.add_argument('--skip-oracle', action='store_true')
+    a = p.parse_args(argv)
+    if a.quick:
+        a.n_particles = min(a.n_particles, 600)
+        a.epochs = a.epochs or 15
+        a.work = a.work + '_quick'
+    sim = os.path.join(a.work, 'sim_n%d_s%d' % (a.n_particles, a.seed))
+    model_dir = os.path.join(a.work, 'model')
+    z_path = os.path.join(a.work, 'z.npy')
+    os.makedirs(a.work, exist_ok=True)
+    simulate(sim, a.n_particles, a.seed, a.threads)
+    if os.path.exists(model_dir):
+        shutil.rmtree(model_dir)
+    ref = os.path.join(sim, 'reference.' + a.reference)
+    args = ['train', '--particles', os.path.join(sim, 'particles.star'), '--reference', ref,
+            '--out', model_dir, '--threads', a.threads, '--seed', a.train_seed,
+            '--time-limit', 14.5]
+    if a.reference == 'pdb':
+        args += ['--n-atoms', 'all']
+    if a.epochs:
+        args += ['--epochs', a.epochs]
+    args += a.extra.split()
+    train_wall, train_cmd = _cli(args, a.threads, os.path.join(a.work, 'train.log'))
+    infer_wall, infer_cmd = _cli(['infer', '--model', model_dir, '--particles',
+                                  os.path.join(sim, 'particles.star'), '--out', z_path,
+                                  '--threads', a.threads], a.threads,
+                                 os.path.join(a.work, 'infer.log'))
+    res = evaluate(sim, model_dir, z_path)
+    # decode the three mode latents with the CLI (PDB + MRC volumes)
+    zs = os.path.join(a.work, 'state_latents.npy')
+    np.save(zs, np.array([s['mean_latent'] for s in res['states']], dtype=np.float32))
+    dec_wall, dec_cmd = _cli(['decode', '--model', model_dir, '--latents', zs, '--out',
+                              os.path.join(a.work, 'decoded')], a.threads,
+                             os.path.join(a.work, 'decode.log'))
+    with open(os.path.join(model_dir, 'history.json')) as f:
+        hist = json.load(f)
+    ips = float(np.mean([h['images_per_s'] for h in hist]))
+    with open(os.path.join(sim, 'summary.json')) as f:
+        summ = json.load(f)
+    rep = dict(n_particles=a.n_particles, train_wall_s=train_wall, train_images_per_s=ips,
+               epochs_done=len(hist), infer_wall_s=infer_wall, decode_wall_s=dec_wall,
+               result=res, commands=[train_cmd, infer_cmd, dec_cmd],
+               data='%d particles, %d px, %.1f A/px, SNR %.3g (measured %.3g), motion %s '
+                    '(end-to-end RMSD %.2f A, %d atoms), population %s'
+                    % (summ['n_particles'], summ['box'], summ['apix'], summ['snr_target'],
+                       summ['snr_measured'], summ['motion']['kind'],
+                       summ['motion']['end_to_end_rmsd'], summ['motion']['n_atoms'],
+                       summ['population']['kind']))
+    if not a.skip_oracle:
+        rep['oracle'] = oracle(sim, a.threads)
+    ends = [res['states'][0], res['states'][-1]]
+    rep['passed'] = bool(train_wall <= 900 and res['spearman_pc1'] >= 0.95 and
+                         all(s['rmsd_mean_latent'] <= 1.5 for s in ends))
+    os.makedirs(a.report_dir, exist_ok=True)
+    name = 'model_bar_quick' if a.quick else 'model_bar'
+    _atomic_text(os.path.join(a.report_dir, name + '.json'), json.dumps(rep, indent=2))
+    _atomic_text(os.path.join(a.report_dir, name + '.md'), markdown(rep))
+    print(markdown(rep))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
