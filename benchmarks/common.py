@@ -2,7 +2,7 @@
 
 ``run_measured`` runs one command as a child process and reports its wall
 time and the peak resident memory of the whole process tree (the child and
-all its descendants, summed, polled with psutil every ``poll`` seconds), so
+all its descendants, summed, polled with psutil every ``poll`` seconds, 0.5 by default), so
 the figures of every tool are measured the same way.
 """
 import json
@@ -72,25 +72,35 @@ def thread_env(threads, extra=None):
 
 
 def _tree_rss(proc):
+    """(RSS, anonymous RSS) in bytes summed over ``proc`` and its descendants.
+
+    Anonymous RSS = RSS - file-backed/shared pages (Linux ``shared``): pages of
+    memory-mapped files (e.g. a particle stack read through mmap) count in RSS
+    but are page cache the kernel can drop; anonymous memory is what a
+    process really holds.
+    """
     import psutil
-    total = 0
+    total = anon = 0
     try:
         procs = [proc] + proc.children(recursive=True)
     except psutil.Error:
-        return 0
+        return 0, 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            m = p.memory_info()
+            total += m.rss
+            anon += m.rss - getattr(m, 'shared', 0)
         except psutil.Error:
             pass
-    return total
+    return total, anon
 
 
-def run_measured(cmd, log_path, env=None, cwd=None, poll=0.2, timeout=None):
+def run_measured(cmd, log_path, env=None, cwd=None, poll=0.5, timeout=None):
     """Run ``cmd`` (list) with stdout+stderr to ``log_path``; measure it.
 
-    Returns dict(cmd, rc, wall_s, peak_rss_mb, cpu_s (user + system CPU
-    seconds of the child and the descendants it waited for), load_avg_start,
+    Returns dict(cmd, rc, wall_s, peak_rss_mb, peak_anon_mb (see
+    ``_tree_rss``), cpu_s (user + system CPU seconds of the child and the
+    descendants it waited for), load_avg_start,
     load_avg_end (1-minute load average of the machine: other work running at
     the same time slows wall-clock figures, not CPU seconds)).  Raises RuntimeError with
     the tail of the log when the command fails.
@@ -98,7 +108,7 @@ def run_measured(cmd, log_path, env=None, cwd=None, poll=0.2, timeout=None):
     import psutil
     import resource
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    peak = 0
+    peak = peak_anon = 0
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -109,7 +119,8 @@ def run_measured(cmd, log_path, env=None, cwd=None, poll=0.2, timeout=None):
                                  env=env, cwd=cwd)
         proc = psutil.Process(child.pid)
         while True:
-            peak = max(peak, _tree_rss(proc))
+            rss, anon = _tree_rss(proc)
+            peak, peak_anon = max(peak, rss), max(peak_anon, anon)
             try:
                 rc = child.wait(timeout=poll)
                 break
@@ -123,7 +134,8 @@ def run_measured(cmd, log_path, env=None, cwd=None, poll=0.2, timeout=None):
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     out = dict(cmd=[str(c) for c in cmd], rc=rc, wall_s=wall, peak_rss_mb=peak / 2 ** 20,
-               cpu_s=cpu, load_avg_start=load0, load_avg_end=os.getloadavg()[0])
+               peak_anon_mb=peak_anon / 2 ** 20, cpu_s=cpu, load_avg_start=load0,
+               load_avg_end=os.getloadavg()[0])
     if rc != 0:
         raise RuntimeError('Command failed (exit %s) after %.1f s: %s\n--- last lines of %s ---\n%s'
                            % (rc, wall, ' '.join(out['cmd'][:4]), log_path, tail(log_path)))

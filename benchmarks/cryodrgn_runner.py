@@ -35,8 +35,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (WORK, StageUnavailable, read_json, run_measured, say,  # noqa: E402
-                    thread_env, write_json)
+from common import (WORK, StageUnavailable, run_measured, say, thread_env,  # noqa: E402
+                    write_json)
 
 DEFAULT_VENV = os.path.join(WORK, 'cryodrgn_venv')
 EXPECTED_VERSION = '4.3.1'
@@ -151,7 +151,8 @@ def parse_epochs(log_path):
             m = _EPOCH_RE.search(line)
             if m:
                 days = int(m.group(3) or 0)
-                sec = days * 86400 + int(m.group(4)) * 3600 + int(m.group(5)) * 60 + float(m.group(6))
+                sec = (days * 86400 + int(m.group(4)) * 3600 + int(m.group(5)) * 60
+                       + float(m.group(6)))
                 out.append((int(m.group(1)), float(m.group(2)), sec))
     return out
 
@@ -184,7 +185,7 @@ def train(star, prep, outdir, zdim, epochs=20, batch_size=16, threads=2, seed=0,
     n = prep['n_particles']
     train_s = sum(e[2] for e in ep)
     return dict(tool='cryodrgn', wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'],
-                epochs=len(ep), n_particles=n, train_s=train_s,
+                peak_anon_mb=m.get('peak_anon_mb'), epochs=len(ep), n_particles=n, train_s=train_s,
                 images_per_s=n * len(ep) / train_s, epoch_s=[e[2] for e in ep],
                 gen_loss=[e[1] for e in ep], zdim=zdim, batch_size=batch_size,
                 threads=threads, nets=dict(enc_dim=enc_dim, enc_layers=enc_layers,
@@ -218,7 +219,8 @@ def infer(star, prep, outdir, threads=2, batch_size=64, venv=None):
            '--datadir', os.path.dirname(os.path.abspath(star))]
     m = run_measured(cmd, os.path.join(out, 'eval_images.log'), env=thread_env(threads))
     n = prep['n_particles']
-    return dict(wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'], n_particles=n,
+    return dict(wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'],
+                peak_anon_mb=m.get('peak_anon_mb'), n_particles=n,
                 images_per_s=n / m['wall_s'], z_path=os.path.join(out, 'z.pkl'),
                 cpu_s=m['cpu_s'], load_avg=[m['load_avg_start'], m['load_avg_end']])
 
@@ -324,4 +326,4 @@ if __name__ == '__main__':
     sys.exit(main())
 
 __all__ = ['install', 'check', 'prepare', 'train', 'latents', 'infer', 'volumes',
-           'backproject', 'run_all', 'parse_epochs', 'read_json', 'CPU_NETS']
+           'backproject', 'run_all', 'parse_epochs', 'CPU_NETS']

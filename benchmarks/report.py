@@ -102,6 +102,7 @@ def plot_dataset(e, report_dir):
     arrs = {t: _load_arrays(e.get('score_' + t)) for t, _ in tools}
     if any(a is not None for a in arrs.values()):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig.subplots_adjust(wspace=0.3)
         for ax, (t, label) in zip(axes, tools):
             a = arrs[t]
             if a is None:
@@ -118,8 +119,8 @@ def plot_dataset(e, report_dir):
                 ax.set_xlabel('latent PC1')
                 ax.set_ylabel('latent PC2 (colour: true coordinate 1)')
             sc = e.get('score_' + t) or {}
-            ax.set_title('%s: Spearman %s, kNN error %s' % (
-                label, _f(sc.get('spearman')), _f(sc.get('knn_error'))))
+            ax.set_title('%s\nSpearman %s, kNN error %s' % (
+                label, _f(sc.get('spearman')), _f(sc.get('knn_error'))), fontsize=9)
         name = 'latents_%s.png' % e['name']
         _atomic_savefig(fig, os.path.join(report_dir, name))
         plt.close(fig)
@@ -178,15 +179,17 @@ def plot_scaling(scaling, report_dir):
             if not rows:
                 continue
             n = [r['n_particles'] for r in rows]
-            axes[0].plot(n, [r['train_peak_rss_mb'] for r in rows], 'o-', label=label + ' train')
-            axes[0].plot(n, [r['infer_peak_rss_mb'] for r in rows], 's--', label=label + ' infer')
+            for key, mk, what in (('train', 'o-', 'train'), ('infer', 's--', 'infer')):
+                vals = [r.get(key + '_peak_anon_mb') or r.get(key + '_peak_rss_mb')
+                        for r in rows]
+                axes[0].plot(n, vals, mk, label='%s %s' % (label, what))
             axes[1].plot(n, [r['images_per_s'] for r in rows], 'o-', label=label)
         for ax in axes:
             ax.set_xscale('log')
             ax.set_xlabel('particles')
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        axes[0].set_ylabel('peak RSS (MB)')
+        axes[0].set_ylabel('peak anonymous RSS (MB)')
         axes[1].set_ylabel('training images / s')
         _atomic_savefig(fig, os.path.join(report_dir, 'scaling_particles.png'))
         plt.close(fig)
@@ -250,12 +253,16 @@ def plot_scaling(scaling, report_dir):
 METRICS = [
     # key, label, source ('run', 'infer', 'score'), better ('high'/'low'/None), format
     ('images_per_s', 'training images/s', 'run', 'high', '%.1f'),
+    ('images_per_cpu_s', 'training images per CPU-second (whole command)', 'run', 'high',
+     '%.1f'),
     ('train_s', 'training time, epochs only (s)', 'run', 'low', '%.0f'),
     ('wall_s', 'wall time of the training command (s)', 'run', 'low', '%.0f'),
     ('cpu_s', 'CPU time of the training command (s)', 'run', 'low', '%.0f'),
     ('peak_rss_mb', 'peak RSS, training (MB)', 'run', 'low', '%.0f'),
+    ('peak_anon_mb', 'peak anonymous RSS, training (MB)', 'run', 'low', '%.0f'),
     ('images_per_s', 'inference images/s (whole command)', 'infer', 'high', '%.1f'),
     ('peak_rss_mb', 'peak RSS, inference (MB)', 'infer', 'low', '%.0f'),
+    ('peak_anon_mb', 'peak anonymous RSS, inference (MB)', 'infer', 'low', '%.0f'),
     ('spearman', 'latent Spearman rho, absolute (PC1; 2D: mean per axis)', 'score', 'high', '%.3f'),
     ('knn_error', 'kNN neighbourhood error (normalised)', 'score', 'low', '%.3f'),
     ('neighbourhood_overlap', 'kNN neighbourhood overlap', 'score', 'high', '%.3f'),
@@ -287,10 +294,16 @@ def dataset_table(e):
             continue
         r = _ratio(a, c)
         rows.append([label, _f(a, fmt), _f(c, fmt), _f(r, '%.2f') if r is not None else 'n/a'])
-    if e.get('score_cryodrgn') and _ok(e['score_cryodrgn']) and 'middle_fraction_true' in \
-            e['score_cryodrgn']:
-        rows.append(['middle-state fraction, truth', _f(e['score_cryodrgn'][
-            'middle_fraction_true'], '%.3f'), '', ''])
+    truth = next((e[k] for k in ('score_ours', 'score_cryodrgn') if _ok(e.get(k))
+                  and 'middle_fraction_true' in e[k]), None)
+    if truth:
+        rows.append(['middle-state fraction, truth', _f(truth['middle_fraction_true'], '%.3f'),
+                     _f(truth['middle_fraction_true'], '%.3f'), ''])
+    orc = e.get('score_oracle')
+    if _ok(orc):
+        rows.append(['kNN error / overlap with the true coordinate as latent (best possible)',
+                     '%s / %s' % (_f(orc['knn_error'], '%.3f'),
+                                  _f(orc['neighbourhood_overlap'], '%.3f')), '', ''])
     if not rows:
         return None
     return _table(['metric', 'continuousflex_geodl', 'cryoDRGN', 'ratio ours / cryoDRGN'], rows)
@@ -311,6 +324,18 @@ def bar_verdict(results):
                      'run): **%.2f** (%.1f vs %.1f) -> %s (bar: >= %.0f)' % (
                          r, o['images_per_s'], c['images_per_s'],
                          'PASS' if r >= BAR_THROUGHPUT_RATIO else 'FAIL', BAR_THROUGHPUT_RATIO))
+        if o.get('images_per_cpu_s') and c.get('images_per_cpu_s'):
+            rc = o['images_per_cpu_s'] / c['images_per_cpu_s']
+            lines.append('- Same ratio per CPU-second (training images / CPU time of the whole '
+                         'command, robust to other load on the machine): **%.2f** (%.1f vs '
+                         '%.1f)' % (rc, o['images_per_cpu_s'], c['images_per_cpu_s']))
+        cores = (results.get('machine') or {}).get('cpus') or 1
+        loads = [x for r_ in (o, c) for x in (r_.get('load_avg') or [])]
+        if loads and max(loads) > cores:
+            lines.append('- Note: the 1-minute load average reached %.1f on %d cores during '
+                         'these runs (other work on the machine); wall-clock throughput of '
+                         'either tool is then lower than on a quiet machine.'
+                         % (max(loads), cores))
     else:
         lines.append('- Throughput ratio: not measured (%s).' % ', '.join(
             '%s: %s' % (t, (x or {}).get('error', 'not run').splitlines()[-1][:160])
@@ -335,14 +360,19 @@ def bar_verdict(results):
             and r.get('status') == 'ok'] if _ok(sp) else []
     if len(rows) >= 2:
         rows.sort(key=lambda r: r['n_particles'])
-        for key, label in (('train_peak_rss_mb', 'training'), ('infer_peak_rss_mb', 'inference')):
-            lo, hi = rows[0][key], rows[-1][key]
+        for key, label in (('train', 'training'), ('infer', 'inference')):
+            anon = key + '_peak_anon_mb'
+            use = anon if rows[0].get(anon) and rows[-1].get(anon) else key + '_peak_rss_mb'
+            lo, hi = rows[0][use], rows[-1][use]
             f = hi / lo
-            lines.append('- Peak memory of %s, %d -> %d particles: %.0f -> %.0f MB (x%.2f) -> %s '
-                         '(flat: within x%.2f)' % (
-                             label, rows[0]['n_particles'], rows[-1]['n_particles'], lo, hi, f,
-                             'PASS' if f <= FLAT_MEMORY_FACTOR else 'FAIL',
-                             FLAT_MEMORY_FACTOR))
+            lines.append('- Peak %s memory of %s, %d -> %d particles: %.0f -> %.0f MB (x%.2f) '
+                         '-> %s (flat: within x%.2f); total RSS incl. memory-mapped stack '
+                         'pages %s -> %s MB' % (
+                             'anonymous' if use == anon else 'resident', label,
+                             rows[0]['n_particles'], rows[-1]['n_particles'], lo, hi, f,
+                             'PASS' if f <= FLAT_MEMORY_FACTOR else 'FAIL', FLAT_MEMORY_FACTOR,
+                             _f(rows[0].get(key + '_peak_rss_mb'), '%.0f'),
+                             _f(rows[-1].get(key + '_peak_rss_mb'), '%.0f')))
     else:
         lines.append('- Memory against the number of particles: not measured for our tool.')
     return lines
@@ -379,12 +409,18 @@ def scaling_tables(scaling):
     sp = scaling.get('scaling_particles')
     if _ok(sp) and sp.get('rows'):
         rows = sorted(sp['rows'], key=lambda r: (r['tool'], r['n_particles']))
-        parts.append('### Cost against the number of particles (box 64, 1 epoch)\n\n' + _table(
-            ['tool', 'particles', 'train images/s', 'train wall (s)', 'train peak RSS (MB)',
-             'infer images/s', 'infer peak RSS (MB)'],
+        parts.append('### Cost against the number of particles (box 64, 1 epoch)\n\n'
+                     'RSS = resident memory, including pages of memory-mapped files; anon = '
+                     'RSS minus file-backed pages (what the process really holds).\n\n' + _table(
+            ['tool', 'particles', 'train images/s', 'train wall (s)', 'train peak RSS / anon (MB)',
+             'infer images/s', 'infer peak RSS / anon (MB)'],
             [[r['tool'], r['n_particles'], _f(r.get('images_per_s'), '%.1f'),
-              _f(r.get('train_wall_s'), '%.0f'), _f(r.get('train_peak_rss_mb'), '%.0f'),
-              _f(r.get('infer_images_per_s'), '%.1f'), _f(r.get('infer_peak_rss_mb'), '%.0f')]
+              _f(r.get('train_wall_s'), '%.0f'),
+              '%s / %s' % (_f(r.get('train_peak_rss_mb'), '%.0f'),
+                           _f(r.get('train_peak_anon_mb'), '%.0f')),
+              _f(r.get('infer_images_per_s'), '%.1f'),
+              '%s / %s' % (_f(r.get('infer_peak_rss_mb'), '%.0f'),
+                           _f(r.get('infer_peak_anon_mb'), '%.0f'))]
              if r.get('status') == 'ok' else [r['tool'], r['n_particles'], r.get('status'), '',
                                               '', '', ''] for r in rows]))
     sb = scaling.get('scaling_box')
@@ -429,7 +465,7 @@ def write_report(results, report_dir):
          '- Throughput = training images per second over the training epochs only (each '
          "tool's own per-epoch timer), excluding start-up and the final latent pass; wall "
          'and CPU time cover the whole command; peak RSS is the summed resident memory of '
-         'the process tree, polled every 0.2 s. The tools ran one after the other on each '
+         'the process tree, polled every 0.5 s. The tools ran one after the other on each '
          'data set; the 1-minute load average is recorded with each run (other work on the '
          'machine slows wall-clock figures).', '']
     cc = results.get('convention_check')

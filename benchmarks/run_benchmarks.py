@@ -103,6 +103,8 @@ class Bench:
         self.work = os.path.abspath(work or os.path.join(WORK, profile))
         self.report = os.path.abspath(report or REPORT)
         self.ours_args = list(ours_args or [])
+        self.rescore = False
+        self.retrain = False
         specs = list(self.cfg['datasets'])
         if star:
             specs = [dict(name=os.path.basename(os.path.dirname(os.path.abspath(star)))
@@ -233,7 +235,8 @@ def run_ours(b, ds, out, epochs=None, n_particles=None, star=None, infer_too=Tru
     imgs = [h['images_per_s'] * h['seconds'] for h in hist]
     n = n_particles or int(read_json(os.path.join(model, 'config.json'), {}).get(
         'n_particles', 0)) or None
-    res = dict(tool='ours', wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'], cpu_s=m['cpu_s'],
+    res = dict(tool='ours', wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'],
+               peak_anon_mb=m.get('peak_anon_mb'), cpu_s=m['cpu_s'],
                load_avg=[m['load_avg_start'], m['load_avg_end']], epochs=len(hist),
                n_particles=n, train_s=sum(secs), images_per_s=sum(imgs) / sum(secs),
                epoch_s=secs, images_per_cpu_s=sum(imgs) / m['cpu_s'] if m['cpu_s'] else None,
@@ -246,7 +249,8 @@ def run_ours(b, ds, out, epochs=None, n_particles=None, star=None, infer_too=Tru
                           os.path.join(out, 'infer.log'), env=thread_env(threads))
         z = np.load(z_path)
         res['infer'] = dict(wall_s=mi['wall_s'], peak_rss_mb=mi['peak_rss_mb'],
-                            cpu_s=mi['cpu_s'], n_particles=len(z),
+                            peak_anon_mb=mi.get('peak_anon_mb'), cpu_s=mi['cpu_s'],
+                            n_particles=len(z),
                             images_per_s=len(z) / mi['wall_s'])
         res['z_path'] = z_path
         res['z_shape'] = list(z.shape)
@@ -256,6 +260,9 @@ def run_ours(b, ds, out, epochs=None, n_particles=None, star=None, infer_too=Tru
 def stage_ours(b, datasets=None):
     for ds in datasets or b.datasets:
         path = b.d('results', ds['name'], 'ours.json')
+        if not b.retrain and (read_json(path) or {}).get('status') == 'ok':
+            say('ours on %s: done before (use --retrain to redo)' % ds['name'])
+            continue
         try:
             res = run_ours(b, ds, b.d('runs', ds['name'], 'ours'))
             res['status'] = 'ok'
@@ -274,6 +281,9 @@ def stage_cryodrgn(b, datasets=None):
     cfg = b.cfg
     for ds in datasets or b.datasets:
         path = b.d('results', ds['name'], 'cryodrgn.json')
+        if not b.retrain and (read_json(path) or {}).get('status') == 'ok':
+            say('cryoDRGN on %s: done before (use --retrain to redo)' % ds['name'])
+            continue
         try:
             star = b.star(ds)
             if not os.path.exists(star):
@@ -481,8 +491,24 @@ def stage_score(b):
                 _record_failure(b.d('results', ds['name'], 'score_%s.json' % tool),
                                 'score/%s' % ds['name'], exc)
             continue
+        try:
+            from continuousflex_geodl.core import metrics
+            k = b.cfg['knn_k']
+            write_json(b.d('results', ds['name'], 'score_oracle.json'), dict(
+                status='ok', tool='truth as latent',
+                knn_error=metrics.knn_neighbourhood_error(truth.unit, truth.unit, k),
+                neighbourhood_overlap=metrics.neighbourhood_overlap(truth.unit, truth.unit, k)))
+        except Exception as exc:
+            _record_failure(b.d('results', ds['name'], 'score_oracle.json'), 'score/oracle', exc)
         for tool in ('ours', 'cryodrgn'):
             path = b.d('results', ds['name'], 'score_%s.json' % tool)
+            prev = read_json(path)
+            run_ = read_json(b.d('results', ds['name'], '%s.json' % tool))
+            if (not b.rescore and prev and prev.get('status') == 'ok' and run_
+                    and os.path.getmtime(path) > os.path.getmtime(
+                        b.d('results', ds['name'], '%s.json' % tool))):
+                say('score %s on %s: up to date (use --rescore to redo)' % (tool, ds['name']))
+                continue
             try:
                 run = read_json(b.d('results', ds['name'], '%s.json' % tool))
                 if not run or run.get('status') != 'ok':
@@ -524,6 +550,14 @@ def subset_star(star, n, out):
     return out
 
 
+def _scaling_row(r):
+    i = r.get('infer') or {}
+    return dict(train_peak_rss_mb=r['peak_rss_mb'], train_peak_anon_mb=r.get('peak_anon_mb'),
+                train_wall_s=r['wall_s'], images_per_s=r['images_per_s'],
+                infer_peak_rss_mb=i.get('peak_rss_mb'), infer_peak_anon_mb=i.get('peak_anon_mb'),
+                infer_wall_s=i.get('wall_s'), infer_images_per_s=i.get('images_per_s'))
+
+
 def stage_scaling_particles(b):
     cfg = b.cfg
     path = b.d('results', 'scaling_particles.json')
@@ -551,19 +585,11 @@ def stage_scaling_particles(b):
                 if tool == 'ours':
                     r = run_ours(b, spec, out, epochs=cfg['scaling_epochs'], star=star,
                                  n_particles=n)
-                    row.update(train_peak_rss_mb=r['peak_rss_mb'], train_wall_s=r['wall_s'],
-                               images_per_s=r['images_per_s'],
-                               infer_peak_rss_mb=r['infer']['peak_rss_mb'],
-                               infer_wall_s=r['infer']['wall_s'],
-                               infer_images_per_s=r['infer']['images_per_s'])
+                    row.update(_scaling_row(r))
                 else:
                     r = cdrgn.run_all(star, out, cfg['zdim'], cfg['scaling_epochs'],
                                       cfg['cryodrgn_batch_size'], cfg['threads'])
-                    row.update(train_peak_rss_mb=r['peak_rss_mb'], train_wall_s=r['wall_s'],
-                               images_per_s=r['images_per_s'],
-                               infer_peak_rss_mb=r['infer']['peak_rss_mb'],
-                               infer_wall_s=r['infer']['wall_s'],
-                               infer_images_per_s=r['infer']['images_per_s'])
+                    row.update(_scaling_row(r))
                 row['status'] = 'ok'
             except Exception as exc:
                 row.update(status='failed', error=str(exc).strip().splitlines()[-1][:300])
@@ -597,7 +623,8 @@ def stage_scaling_box(b):
                                       cfg['cryodrgn_batch_size'], cfg['threads'],
                                       infer_too=False)
                 row.update(status='ok', images_per_s=r['images_per_s'],
-                           peak_rss_mb=r['peak_rss_mb'], wall_s=r['wall_s'])
+                           peak_rss_mb=r['peak_rss_mb'], peak_anon_mb=r.get('peak_anon_mb'),
+                           wall_s=r['wall_s'])
             except Exception as exc:
                 row.update(status='failed', error=str(exc).strip().splitlines()[-1][:300])
                 say('scaling (box) %s box=%d failed: %s' % (tool, box, row['error']))
@@ -710,7 +737,7 @@ def stage_report(b):
     for ds in b.datasets:
         entry = dict(name=ds['name'], spec=ds)
         entry['summary'] = read_json(os.path.join(b.data_dir(ds), 'summary.json'))
-        for key in ('ours', 'cryodrgn', 'score_ours', 'score_cryodrgn'):
+        for key in ('ours', 'cryodrgn', 'score_ours', 'score_cryodrgn', 'score_oracle'):
             entry[key] = read_json(b.d('results', ds['name'], key + '.json'))
         entry['status_dataset'] = read_json(b.d('status', 'datasets_%s.json' % ds['name']))
         results['datasets'].append(entry)
@@ -744,6 +771,10 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=None, help='CPU threads for both tools')
     ap.add_argument('--work', default=None, help='work folder (default benchmarks/work/PROFILE)')
     ap.add_argument('--report', default=None, help='report folder (default benchmarks/report)')
+    ap.add_argument('--retrain', action='store_true',
+                    help='train again where a finished run of the tool exists')
+    ap.add_argument('--rescore', action='store_true',
+                    help='redo the score stage even where a score newer than the run exists')
     ap.add_argument('--ours-args', default='',
                     help='extra arguments for continuousflex-geodl train, quoted')
     args = ap.parse_args(argv)
@@ -755,6 +786,8 @@ def main(argv=None):
     b = Bench(args.profile, args.work, args.report, args.threads,
               args.datasets.split(',') if args.datasets else None, args.star, args.truth,
               args.ours_args.split())
+    b.rescore = args.rescore or args.retrain
+    b.retrain = args.retrain
     if args.star and args.reference:
         b.datasets[0]['reference'] = os.path.abspath(args.reference)
     write_json(b.d('run_settings.json'), dict(profile=args.profile, stages=stages,

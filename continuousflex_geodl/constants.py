@@ -27,6 +27,8 @@ ATTR_GT_COORD = '_cfgeodl_gtCoord'
 ATTR_GT_STATE = '_cfgeodl_gtState'
 #: Landscape state / cluster label of a particle (Integer, 1-based).
 ATTR_STATE = '_cfgeodl_state'
+#: Free energy dG (Float, kT, 0 at the most populated point) at each particle.
+ATTR_DG = '_cfgeodl_dG'
 #: Normal-mode amplitudes written by ContinuousFlex HEMNMA (CsvList).
 ATTR_HEMNMA = '_xmipp_nmaDisplacements'
 
@@ -41,3 +43,13 @@ MOTIONS = ['hinge', 'linear', 'nma']
 POPULATIONS = ['three_mode', 'uniform', 'grid']
 PRIORS = ['gmm', 'gaussian']
 ENCODER_INPUTS = ['modes+image', 'modes', 'image']
+
+#: Where landscape coordinates come from (protocol choice -> meaning)
+SOURCE_ZFLEX, SOURCE_HEMNMA, SOURCE_ATTR, SOURCE_XMD = 0, 1, 2, 3
+LATENT_SOURCES = ['latents of flexible particles (zFlex)',
+                  'HEMNMA / DeepHEMNMA normal-mode amplitudes',
+                  'another particle attribute',
+                  'column of an Xmipp metadata file (.xmd)']
+
+#: Pathway kinds of ``landscape path`` (density, cryoTWIN ridgeline, principal axis)
+PATH_KINDS = ['density', 'ridgeline', 'pc']

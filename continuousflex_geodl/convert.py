@@ -446,6 +446,56 @@ def readXmdVectors(xmdFn, label='nmaDisplacements'):
     return ids, np.vstack(values)
 
 
+def gatherLatents(partSet, source, attr=None, xmdFn=None, xmdLabel='nmaDisplacements'):
+    """(ids, (N, K) array) of landscape coordinates of ``partSet`` in id order.
+
+    ``source`` is one of ``constants.SOURCE_*``: the particles' zFlex, the
+    HEMNMA / DeepHEMNMA amplitudes (``_xmipp_nmaDisplacements``), any vector
+    attribute ``attr``, or the ``xmdLabel`` column of an Xmipp metadata file
+    (rows matched to particles by itemId, else by order).
+    """
+    if source == const.SOURCE_ZFLEX:
+        return particleVectors(partSet, '_zFlex')
+    if source == const.SOURCE_HEMNMA:
+        return particleVectors(partSet, const.ATTR_HEMNMA)
+    if source == const.SOURCE_ATTR:
+        if not attr:
+            raise ValueError('Give the name of the particle attribute holding the '
+                             'coordinates (e.g. _xmipp_nmaDisplacements).')
+        return particleVectors(partSet, attr)
+    if source == const.SOURCE_XMD:
+        if not xmdFn or not os.path.exists(xmdFn):
+            raise FileNotFoundError('Xmipp metadata file not found: %s' % xmdFn)
+        xids, values = readXmdVectors(xmdFn, xmdLabel or 'nmaDisplacements')
+        ids = [p.getObjId() for p in partSet.iterItems(orderBy='id', direction='ASC')]
+        byId = {int(i): k for k, i in enumerate(xids)}
+        if all(i in byId for i in ids):
+            return ids, values[[byId[i] for i in ids]]
+        if len(xids) == len(ids):
+            return ids, values
+        raise ValueError('The metadata %s has %d rows that cannot be matched to the %d '
+                         'particles (no common itemId).' % (xmdFn, len(xids), len(ids)))
+    raise ValueError('Unknown latent source %r' % source)
+
+
+def matchParticles(setA, setB):
+    """Pairs of particle ids (idsA, idsB) of the same images in two sets.
+
+    Matched by object id when the two sets share them (sets derived from one
+    another), otherwise by image location (index, file).
+    """
+    locA = {p.getObjId(): (p.getIndex(), os.path.abspath(p.getFileName()))
+            for p in setA.iterItems(orderBy='id')}
+    locB = {p.getObjId(): (p.getIndex(), os.path.abspath(p.getFileName()))
+            for p in setB.iterItems(orderBy='id')}
+    common = [i for i in locA if i in locB and locA[i] == locB[i]]
+    if common:
+        return common, list(common)
+    byLoc = {v: k for k, v in locB.items()}
+    pairs = [(i, byLoc[loc]) for i, loc in locA.items() if loc in byLoc]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
 def latentsToParticlesFlex(inputSet, outSet, Z, ids=None, zred=None, flexAttrs=None):
     """Copy ``inputSet`` into ``outSet`` (SetOfParticlesFlex) with ``Z[i]`` as zFlex.
 

@@ -8,6 +8,8 @@ particle set with poses and CTF and writes the model directory:
   normal-mode bases the model uses;
 * ``weights.pt``    -- final state dict (``torch.load(weights_only=True)``);
 * ``history.json``  -- per-epoch mean losses, images/s, wall time;
+* ``refined_poses.npz`` -- with pose refinement: corrected Euler angles
+  (N, 3) deg and shifts (N, 2) A of the training particles;
 * ``checkpoints/last.pt`` -- written atomically (temporary file +
   ``os.replace``) after every epoch: model, optimiser, epoch, history.
 
@@ -41,7 +43,7 @@ TRAIN_DEFAULTS = dict(
     batch_size=32,
     lr=2e-3,
     lr_final=0.1,          # cosine decay to lr * lr_final
-    pose_lr=1e-3,
+    pose_lr=0.05,          # degrees / A per visit of a particle
     beta=0.125,            # weight of the latent rate (nats)
     w_knn=1.0,             # nats per A^2 of mean squared kNN edge strain
     knn_k=8,
@@ -450,7 +452,8 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
     main_params = [p for p in model.parameters() if id(p) not in pose_ids]
     groups = [dict(params=main_params, lr=train_cfg['lr'])]
     if pose_params:
-        groups.append(dict(params=pose_params, lr=train_cfg['pose_lr']))
+        # no momentum: a particle's correction moves only when the particle is seen
+        groups.append(dict(params=pose_params, lr=train_cfg['pose_lr'], betas=(0.0, 0.999)))
     opt = torch.optim.Adam(groups, lr=train_cfg['lr'], weight_decay=train_cfg['weight_decay'])
     history, start_epoch = [], 0
     if state is not None:
@@ -533,7 +536,7 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
                    strain=tot[2] / cnt, sinkhorn=tot[3] / max(tot[4], 1.0),
                    loss=(tot[0] + train_cfg['beta'] * tot[1] + train_cfg['w_knn'] * tot[2]) / cnt,
                    images_per_s=steps_per_epoch * B / max(seconds, 1e-9), seconds=seconds,
-                   scale=float(torch.exp(model.log_scale)), sigma=float(model.sigma))
+                   scale=model.log_scale.exp().item(), sigma=model.sigma.item())
         history.append(rec)
         el_total = elapsed_prev + (time.time() - t_start)
         _log('epoch %d/%d done: loss %.4f data %.3f rate %.3f strain %.4f sinkhorn %.3f | '
@@ -559,10 +562,23 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
                 break
     if dist.main:
         atomic_torch_save(model.state_dict(), os.path.join(out_dir, 'weights.pt'))
+        if model.pose is not None:
+            write_refined_poses(model, pset, os.path.join(out_dir, 'refined_poses.npz'))
         atomic_write_text(os.path.join(out_dir, 'history.json'), json.dumps(history, indent=1))
     dist.barrier()
     dist.close()
     return model, history
+
+
+def write_refined_poses(model, pset, path):
+    """Input poses with the learned corrections: euler (N, 3) deg, shifts (N, 2) A."""
+    from .geometry import euler_to_matrix, matrix_to_euler
+    e = np.asarray(pset.euler, dtype=np.float64)
+    t = np.zeros((len(e), 2)) if pset.shifts is None else np.asarray(pset.shifts, np.float64)
+    R, t2 = model.pose.corrected(euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]), t)
+    rot, tilt, psi = matrix_to_euler(R)
+    atomic_savez(path, euler=np.stack([rot, tilt, psi], 1), shifts=t2,
+                 delta=model.pose.delta.detach().cpu().numpy())
 
 
 def _fmt_time(s):

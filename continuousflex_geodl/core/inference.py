@@ -130,8 +130,8 @@ def decode_volumes(model, z, box=None, apix=None):
     amp = decode_amplitudes(model, z)
     vols = np.empty((len(z), box, box, box), np.float32)
     with torch.no_grad():
-        scale = float(torch.exp(model.log_scale))
-        sigma = float(model.sigma)
+        scale = model.log_scale.exp().item()
+        sigma = model.sigma.item()
         for i in range(len(z)):
             v = render_volume(torch.as_tensor(pos[i]), torch.as_tensor(amp[i]), sigma,
                               box, apix)

@@ -8,9 +8,10 @@ white Gaussian noise at a target SNR.  Conventions and units are those of
 ``core.__init__`` (A, degrees, ``t`` shifts, ``-C`` image formation).
 
 Motions (``Motion.conformation(c) -> positions``)
-    ``'hinge'``   one domain of the molecule rotates rigidly about a hinge
-                  axis through the domain interface; ``c`` in [0, 1] maps to
-                  the angle ``c * max_angle`` (opening direction).  By default
+    ``'hinge'``   one domain (the smaller) rotates rigidly about a hinge axis
+                  through the inter-domain linker (or the interface centre),
+                  so that the interface opens like a clam; ``c`` in [0, 1]
+                  maps to the angle ``c * max_angle``.  By default
                   ``max_angle`` is chosen so that the all-atom RMSD between
                   ``c = 0`` and ``c = 1`` is ``end_rmsd`` (6 A).
     ``'linear'``  straight interpolation ``(1 - c) start + c end`` between two
@@ -199,14 +200,24 @@ class Motion:
                    float(np.asarray(arrays['sigma'])), params)
 
 
+_CACHE = {}
+
+
+def _builtin_molecule():
+    """``structure.builtin_molecule()``, built once per process (it takes seconds)."""
+    if 'builtin' not in _CACHE:
+        from .structure import builtin_molecule
+        _CACHE['builtin'] = builtin_molecule()
+    return _CACHE['builtin']
+
+
 def _structure_arrays(structure):
     """(positions, amplitudes, sigma, domain labels or None) from a Structure."""
     if structure is None:
-        from .structure import builtin_molecule
-        structure = builtin_molecule()
-    pos = np.asarray(structure.positions, dtype=np.float64)
+        structure = _builtin_molecule()
+    pos = np.array(structure.positions, dtype=np.float64)
     amp = getattr(structure, 'amplitudes', None)
-    amp = np.ones(len(pos)) if amp is None else np.asarray(amp, dtype=np.float64)
+    amp = np.ones(len(pos)) if amp is None else np.array(amp, dtype=np.float64)
     sigma = getattr(structure, 'sigma', None)
     labels = None
     for name in ('domains', 'domain', 'domain_labels', 'labels'):
@@ -246,22 +257,38 @@ def _interdomain_gap(pos, mask):
 
 
 def _hinge_geometry(pos, mask):
-    """Hinge point (interface centre) and axis (unit) for a rigid domain rotation;
-    the sense of rotation is chosen in ``make_motion`` (opening)."""
+    """Hinge point and axis (unit) for a rigid rotation of the moving domain.
+
+    The hinge point is the chain linker between the domains when the atoms
+    are in chain order (one or two label changes along the atom list), else
+    the centre of the domain interface.  The axis is perpendicular to the
+    inter-domain vector and to the hinge-to-interface vector, so that the
+    interface opens like a clam; the sense of rotation is chosen in
+    ``make_motion`` (opening).
+    """
     from scipy.spatial import cKDTree
     fixed, moving = pos[~mask], pos[mask]
     d, j = cKDTree(fixed).query(moving)
     order = np.argsort(d)[:max(3, min(20, len(moving) // 10))]
-    point = 0.5 * (moving[order] + fixed[j[order]]).mean(0)
+    interface = 0.5 * (moving[order] + fixed[j[order]]).mean(0)
+    junctions = np.nonzero(mask[1:] != mask[:-1])[0]
+    if 1 <= len(junctions) <= 2:
+        point = 0.5 * (pos[junctions] + pos[junctions + 1]).mean(0)
+    else:
+        point = interface
     v = moving.mean(0) - fixed.mean(0)
     v /= np.linalg.norm(v)
-    # axis: the principal axis of the molecule most perpendicular to the
-    # inter-domain vector, made exactly perpendicular to it
-    _, _, vt = np.linalg.svd(pos - pos.mean(0), full_matrices=False)
-    cand = vt[np.argmin(np.abs(vt @ v))]
-    axis = cand - (cand @ v) * v
-    axis /= np.linalg.norm(axis)
-    return point, axis
+    u = interface - point
+    u -= (u @ v) * v
+    if np.linalg.norm(u) > 2.0:
+        axis = np.cross(v, u)
+    else:
+        # no lever arm: the principal axis of the molecule most perpendicular
+        # to the inter-domain vector, made exactly perpendicular to it
+        _, _, vt = np.linalg.svd(pos - pos.mean(0), full_matrices=False)
+        cand = vt[np.argmin(np.abs(vt @ v))]
+        axis = cand - (cand @ v) * v
+    return point, axis / np.linalg.norm(axis)
 
 
 def make_motion(kind='hinge', structure=None, end_rmsd=6.0, max_angle=None,
@@ -345,26 +372,16 @@ def make_motion(kind='hinge', structure=None, end_rmsd=6.0, max_angle=None,
 
 
 def _elastic_modes(pos, n_modes, cutoff):
-    """Lowest non-rigid elastic-network modes (k, N, 3) via core.structure."""
+    """Lowest non-rigid anisotropic-network modes (k, N, 3) (core.structure)."""
     from .structure import elastic_network_modes
-    kw = {'n_modes': n_modes}
-    if cutoff is not None:
-        kw['cutoff'] = cutoff
-    res = elastic_network_modes(pos, **kw)
-    if isinstance(res, tuple):
-        arrays = [np.asarray(r) for r in res]
-        res = next(a for a in arrays if a.size == n_modes * pos.size or
-                   (a.ndim >= 2 and a.size >= n_modes * pos.size))
-    res = np.asarray(res, dtype=np.float64)
-    N = len(pos)
-    if res.ndim == 3 and res.shape[1:] == (N, 3):
-        return res[:n_modes]
-    if res.ndim == 2 and res.shape[0] == 3 * N:      # (3N, k) columns
-        return res[:, :n_modes].T.reshape(-1, N, 3)
-    if res.ndim == 2 and res.shape[1] == 3 * N:      # (k, 3N) rows
-        return res[:n_modes].reshape(-1, N, 3)
-    raise ValueError('Unexpected normal-mode array of shape %s from '
-                     'structure.elastic_network_modes.' % (res.shape,))
+    key = ('enm', pos.tobytes(), n_modes, cutoff)
+    if key not in _CACHE:
+        kw = {} if cutoff is None else {'cutoff': cutoff}
+        _CACHE[key] = np.asarray(elastic_network_modes(pos, n_modes=n_modes, **kw),
+                                 dtype=np.float64)
+        if len(_CACHE) > 8:  # keep a few
+            del _CACHE[next(k for k in _CACHE if k != 'builtin')]
+    return _CACHE[key].copy()
 
 
 # --------------------------------------------------------------------------
@@ -393,8 +410,12 @@ class Population:
         elif kind == 'grid':
             n = n_states or (5 if dim == 1 else 3)
             g = np.linspace(0.0, 1.0, n) if dim == 1 else np.linspace(0.1, 0.9, n)
-            c = centres if centres is not None else (
-                g[:, None] if dim == 1 else np.stack(np.meshgrid(g, g, indexing='ij'), -1).reshape(-1, 2))
+            if centres is not None:
+                c = centres
+            elif dim == 1:
+                c = g[:, None]
+            else:
+                c = np.stack(np.meshgrid(g, g, indexing='ij'), -1).reshape(-1, 2)
             w = weights if weights is not None else np.ones(len(c))
         else:
             c, w = np.zeros((0, dim)), np.zeros(0)
@@ -434,7 +455,8 @@ class Population:
         elif self.kind == 'grid':
             F = np.sum(self.weights * (self.centres[:, axis] <= x[..., None]), -1)
         else:
-            F = np.sum(self.weights * norm.cdf((x[..., None] - self.centres[:, axis]) / self.sd), -1)
+            z = (x[..., None] - self.centres[:, axis]) / self.sd
+            F = np.sum(self.weights * norm.cdf(z), -1)
         return np.where(x < 0, 0.0, np.where(x >= 1, 1.0, F))
 
     def describe(self):
@@ -512,28 +534,60 @@ def _circular_mask(box, apix, radius):
 
 def _tmp_name(path):
     d, b = os.path.split(path)
-    return os.path.join(d, '.%s.tmp%d%s' % (b, os.getpid(), os.path.splitext(b)[1]))
+    return os.path.join(d, '.tmp-%d-%s' % (os.getpid(), b))
 
 
 def _atomic_text(path, text):
-    tmp = _tmp_name(path)
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from .fileio import atomic_write
+    with atomic_write(path, 'w') as fh:
+        fh.write(text)
 
 
 def _atomic_npz(path, arrays):
-    tmp = _tmp_name(path)[:-4] + '.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    from .fileio import atomic_path
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as fh:
+            np.savez(fh, **arrays)
 
 
-def _new_stack(path, n, box, apix):
-    import mrcfile
-    mrc = mrcfile.new_mmap(path, shape=(n, box, box), mrc_mode=2, overwrite=True)
-    mrc.set_image_stack()
-    mrc.voxel_size = apix
-    return mrc
+class _RawStack:
+    """An MRC stack written and read in chunks with plain file I/O.
+
+    No memory map: resident memory does not grow with the number of images.
+    The header is written first (mrcfile); header statistics are set by
+    ``close(stats)``.
+    """
+
+    def __init__(self, path, n, box, apix):
+        import mrcfile
+        self.path, self.n, self.box = path, int(n), int(box)
+        with mrcfile.new_mmap(path, shape=(self.n, box, box), mrc_mode=2,
+                              overwrite=True) as m:
+            m.set_image_stack()
+            m.voxel_size = apix
+            self.offset = 1024 + int(m.header.nsymbt)
+            self.dtype = m.data.dtype
+        self.fh = open(path, 'r+b')
+
+    def _seek(self, start):
+        self.fh.seek(self.offset + start * self.box * self.box * self.dtype.itemsize)
+
+    def write(self, start, images):
+        self._seek(start)
+        self.fh.write(np.ascontiguousarray(images, dtype=self.dtype).tobytes())
+
+    def read(self, start, stop):
+        self._seek(start)
+        count = (stop - start) * self.box * self.box
+        data = np.frombuffer(self.fh.read(count * self.dtype.itemsize), dtype=self.dtype)
+        return data.reshape(stop - start, self.box, self.box).astype(np.float32)
+
+    def close(self, stats=None):
+        self.fh.close()
+        if stats is not None:
+            import mrcfile
+            with mrcfile.mmap(self.path, mode='r+') as m:
+                stats.set_header(m)
 
 
 class _Stats:
@@ -576,7 +630,7 @@ def _write_volume(path, positions, amplitudes, sigma, box, apix):
 
 def _write_pdb(path, positions, amplitudes=None):
     from .structure import write_pdb
-    write_pdb(path, np.asarray(positions, dtype=np.float64))
+    write_pdb(path, np.asarray(positions, dtype=np.float64), amplitudes=amplitudes)
 
 
 def _chunk_size(n_atoms, box, requested=None):
@@ -660,47 +714,48 @@ def simulate_dataset(out_dir, n_particles=2000, box=64, apix=2.0, snr=0.1, motio
         + 2 * mot.sigma + max_shift)
     mask = _circular_mask(box, apix, radius)
     sig_all, sig_mask = _Stats(), _Stats()
-    mrc = _new_stack(clean_tmp, n_particles, box, apix)
+    starts = list(range(0, n_particles, chunk))
+    every = max(1, len(starts) // 10)
+    clean = noisy = None
     try:
-        for s in range(0, n_particles, chunk):
+        clean = _RawStack(clean_tmp, n_particles, box, apix)
+        for k, s in enumerate(starts):
             e = min(n_particles, s + chunk)
-            img = render_images(mot.conformation(coords[s:e] if mot.n_coords > 1 else coords[s:e, 0]),
-                                mot.amplitudes, mot.sigma, euler[s:e], shifts[s:e], ctf[s:e],
-                                box, apix, device=device)
-            mrc.data[s:e] = img
+            c = coords[s:e] if mot.n_coords > 1 else coords[s:e, 0]
+            img = render_images(mot.conformation(c), mot.amplitudes, mot.sigma, euler[s:e],
+                                shifts[s:e], ctf[s:e], box, apix, device=device)
+            clean.write(s, img)
             sig_all.add(img)
             sig_mask.add(img[:, mask])
-            say('  rendered %d / %d' % (e, n_particles))
-    finally:
-        mrc.close()
+            if (k + 1) % every == 0 or e == n_particles:
+                say('  rendered %d / %d images' % (e, n_particles))
 
-    # -- pass 2: scale so that the noise has unit variance, add noise -------
-    noise_sd_raw = np.sqrt(sig_all.var / snr)
-    scale = 1.0 / noise_sd_raw
-    import mrcfile
-    clean_stats, noisy_stats, noise_stats = _Stats(), _Stats(), _Stats()
-    cm = mrcfile.mmap(clean_tmp, mode='r+')
-    nm = _new_stack(noisy_tmp, n_particles, box, apix)
-    try:
-        for s in range(0, n_particles, chunk):
+        # -- pass 2: scale so that the noise has unit variance, add noise ------
+        scale = 1.0 / np.sqrt(sig_all.var / snr)
+        clean_stats, noisy_stats, noise_stats = _Stats(), _Stats(), _Stats()
+        noisy = _RawStack(noisy_tmp, n_particles, box, apix)
+        for s in starts:
             e = min(n_particles, s + chunk)
-            c = (np.asarray(cm.data[s:e], dtype=np.float64) * scale).astype(np.float32)
+            c = (clean.read(s, e).astype(np.float64) * scale).astype(np.float32)
             noise = rng_noise.standard_normal((e - s, box, box), dtype=np.float32)
-            cm.data[s:e] = c
-            nm.data[s:e] = c + noise
+            x = c + noise
+            clean.write(s, c)
+            noisy.write(s, x)
             clean_stats.add(c)
             noise_stats.add(noise)
-            noisy_stats.add(nm.data[s:e])
-        clean_stats.set_header(cm)
-        noisy_stats.set_header(nm)
+            noisy_stats.add(x)
+        clean.close(clean_stats)
+        noisy.close(noisy_stats)
+        os.replace(noisy_tmp, p['particles.mrcs'])
+        if keep_clean:
+            os.replace(clean_tmp, p['particles_clean.mrcs'])
     finally:
-        cm.close()
-        nm.close()
-    os.replace(noisy_tmp, p['particles.mrcs'])
-    if keep_clean:
-        os.replace(clean_tmp, p['particles_clean.mrcs'])
-    else:
-        os.remove(clean_tmp)
+        for stack in (clean, noisy):
+            if stack is not None and not stack.fh.closed:
+                stack.fh.close()
+        for tmp in (clean_tmp, noisy_tmp):
+            if os.path.exists(tmp):
+                os.remove(tmp)
     amplitudes = mot.amplitudes * scale
     snr_measured = clean_stats.var / noise_stats.var
     snr_mask = sig_mask.var * scale ** 2 / noise_stats.var
@@ -721,11 +776,11 @@ def simulate_dataset(out_dir, n_particles=2000, box=64, apix=2.0, snr=0.1, motio
         paths['clean_mrcs'] = p['particles_clean.mrcs']
     for i, x in enumerate(state_pos):
         base = os.path.join(out_dir, 'states', 'state_%02d' % (i + 1))
-        _write_pdb(base + '.pdb', x)
+        _write_pdb(base + '.pdb', x, amplitudes)
         _write_volume(base + '.mrc', x, amplitudes, mot.sigma, box, apix)
         paths['states_pdb'].append(base + '.pdb')
         paths['states_mrc'].append(base + '.mrc')
-    _write_pdb(p['reference.pdb'], ref_pos)
+    _write_pdb(p['reference.pdb'], ref_pos, amplitudes)
     _write_volume(p['reference.mrc'], ref_pos, amplitudes, mot.sigma, box, apix)
     _atomic_npz(p['reference.npz'], dict(positions=ref_pos, amplitudes=amplitudes,
                                          sigma=np.array(mot.sigma)))

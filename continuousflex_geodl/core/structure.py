@@ -1,36 +1,82 @@
 """Structures as Gaussian pseudo-atom clouds: atomic models, coarse-graining,
 fitting to maps, PDB output, elastic-network normal modes, a built-in molecule.
 
-Positions are in A in the frame of the model file (for maps: about the box
-centre, core convention); amplitudes are masses in Da (atomic models) or
-density integrals (maps); ``sigma`` is the Gaussian width in A.
+Conventions: positions (N, 3) in A as (x, y, z) (for maps: about the box
+centre, core convention, voxel ``D // 2`` at 0); amplitudes (N,) are masses
+in Da (atomic models, coarse-graining) or density integrals (maps, in map
+units * A^3); ``sigma`` is the Gaussian width in A
+(``V(r) = sum_j a_j exp(-|r - x_j|^2 / 2 sigma^2)``).
 """
+import functools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+#: atomic masses (Da) of the common elements; others from gemmi
 _MASS = {'H': 1.008, 'C': 12.011, 'N': 14.007, 'O': 15.999, 'S': 32.06, 'P': 30.974,
          'SE': 78.97, 'MG': 24.305, 'ZN': 65.38, 'FE': 55.845, 'CA': 40.078,
          'NA': 22.99, 'K': 39.098, 'CL': 35.45, 'MN': 54.938}
 
+#: shipped files (``resources/``)
+RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'resources')
+
 
 @dataclass
 class Structure:
-    positions: np.ndarray                 # (N, 3) A
-    amplitudes: np.ndarray                # (N,)
-    sigma: float = 2.0                    # A
-    residues: np.ndarray = None           # (N,) residue keys 'chain:seqid' (atomic models)
-    domains: np.ndarray = None            # (N,) integer domain labels (built-in molecule)
+    """A Gaussian pseudo-atom cloud (or the atoms of a model).
+
+    ``residues``: (N,) residue keys ``'chain:seqid'`` (atomic models);
+    ``domains``: (N,) integer domain labels; ``hinge_point`` (3,) A and
+    ``hinge_axis`` (3,) unit vector: an axis about which domain 1 can rotate
+    rigidly relative to domain 0 (built-in molecule).
+    """
+    positions: np.ndarray
+    amplitudes: np.ndarray
+    sigma: float = 2.0
+    residues: np.ndarray = None
+    domains: np.ndarray = None
+    hinge_point: np.ndarray = None
+    hinge_axis: np.ndarray = None
+
+    def __post_init__(self):
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        if self.positions.ndim != 2 or self.positions.shape[1] != 3:
+            raise ValueError('Structure positions must be (N, 3) A, got shape %s'
+                             % (self.positions.shape,))
+        self.amplitudes = np.ones(len(self.positions)) if self.amplitudes is None else \
+            np.asarray(self.amplitudes, dtype=np.float64)
+        if self.amplitudes.shape != (len(self.positions),):
+            raise ValueError('Structure: %d amplitudes for %d positions'
+                             % (self.amplitudes.size, len(self.positions)))
+        self.sigma = float(self.sigma)
 
     def __len__(self):
         return len(self.positions)
 
+    @property
+    def labels(self):
+        """Alias of ``domains``."""
+        return self.domains
+
 
 # ------------------------------------------------------------------ atomic models
 
+def _element_mass(el):
+    name = el.name.upper()
+    m = _MASS.get(name)
+    if m is None:
+        m = el.weight if el.weight > 0 else 12.011
+    return float(m)
+
+
 def read_atomic_model(path, model_index=0):
-    """Heavy atoms (no H, no water) of a PDB/mmCIF file -> Structure (amplitude = mass)."""
+    """Heavy atoms (no hydrogens, no waters) of a PDB/mmCIF file -> ``Structure``.
+
+    Amplitudes are the element masses (Da); ``residues`` holds
+    ``'chain:seqid'`` keys; sigma 1.5 A (atomic).  Coordinates as in the file.
+    """
     import gemmi
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -38,47 +84,63 @@ def read_atomic_model(path, model_index=0):
     try:
         st = gemmi.read_structure(path)
     except Exception as exc:
-        raise ValueError('Cannot read the atomic model %s (%s)' % (path, exc)) from None
+        raise ValueError('Cannot read the atomic model %s (%s): give a PDB or mmCIF file'
+                         % (path, exc)) from None
     st.remove_hydrogens()
     st.remove_waters()
+    st.remove_alternative_conformations()  # keep the first of alternative locations
     if len(st) == 0:
-        raise ValueError('The atomic model %s has no model/atoms' % path)
+        raise ValueError('The atomic model %s has no model (no atoms)' % path)
+    if not 0 <= model_index < len(st):
+        raise ValueError('The atomic model %s has %d model(s); model %d was asked for'
+                         % (path, len(st), model_index))
     pos, mass, res = [], [], []
     for ch in st[model_index]:
         for r in ch:
+            key = '%s:%d%s' % (ch.name, r.seqid.num, r.seqid.icode.strip())
             for a in r:
                 pos.append((a.pos.x, a.pos.y, a.pos.z))
-                mass.append(_MASS.get(a.element.name.upper(), a.element.weight or 12.0))
-                res.append('%s:%d%s' % (ch.name, r.seqid.num, r.seqid.icode.strip()))
+                mass.append(_element_mass(a.element))
+                res.append(key)
     if not pos:
-        raise ValueError('The atomic model %s contains no (heavy) atoms' % path)
+        raise ValueError('The atomic model %s contains no heavy atoms' % path)
     return Structure(np.asarray(pos, float), np.asarray(mass, float), 1.5,
                      residues=np.asarray(res))
 
 
-def coarse_grain(structure, mode='residue', n=None, seed=0):
-    """Pseudo-atoms from atoms: one per residue (centre of mass, amplitude =
-    mass), or ``n`` mass-weighted k-means centres (``mode='kmeans'``)."""
-    pos, mass = np.asarray(structure.positions), np.asarray(structure.amplitudes)
+def coarse_grain(structure, mode='residue', n=None, atoms_per_bead=None, seed=0):
+    """Pseudo-atoms from atoms.
+
+    ``mode='residue'``: one bead per residue at its centre of mass,
+    amplitude = residue mass.  ``mode='kmeans'``: ``n`` beads (or
+    ``len / atoms_per_bead``) at mass-weighted k-means centres, amplitude =
+    mass of the atoms in the cell.  Sigma = half the median nearest-bead
+    spacing.  Total mass is conserved.
+    """
+    pos = np.asarray(structure.positions, float)
+    mass = np.asarray(structure.amplitudes, float)
     if mode == 'residue':
         if structure.residues is None:
-            raise ValueError("coarse_grain(mode='residue') needs residue information")
-        keys, inv = np.unique(structure.residues, return_inverse=True)
-        order = np.argsort([np.min(np.nonzero(inv == k)[0]) for k in range(len(keys))])
-        remap = np.empty_like(order)
-        remap[order] = np.arange(len(order))
-        inv = remap[inv]
+            raise ValueError("coarse_grain(mode='residue') needs residue information "
+                             "(read the model with read_atomic_model)")
+        _, first, inv = np.unique(structure.residues, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))  # keep the file's residue order
+        inv = rank[inv]
         m = np.bincount(inv, weights=mass)
         centres = np.stack([np.bincount(inv, weights=mass * pos[:, d]) for d in range(3)], 1)
         centres /= m[:, None]
-        sigma = 0.5 * _median_spacing(centres)
-        return Structure(centres, m, sigma)
+        keys = np.asarray(structure.residues)[np.sort(first)]
+        return Structure(centres, m, 0.5 * _median_spacing(centres), residues=keys)
     if mode == 'kmeans':
+        if atoms_per_bead and not n:
+            n = max(1, int(round(len(pos) / float(atoms_per_bead))))
         if not n or n < 1:
-            raise ValueError("coarse_grain(mode='kmeans') needs n >= 1 pseudo-atoms")
-        centres, amps = _weighted_kmeans(pos, mass, min(n, len(pos)), seed)
+            raise ValueError("coarse_grain(mode='kmeans') needs n >= 1 beads or "
+                             "atoms_per_bead")
+        centres, amps = _weighted_kmeans(pos, mass, min(int(n), len(pos)), seed)
         return Structure(centres, amps, 0.5 * _median_spacing(centres))
-    raise ValueError("Unknown coarse-graining mode '%s' (residue, kmeans)" % mode)
+    raise ValueError("Unknown coarse-graining mode '%s' (use 'residue' or 'kmeans')" % mode)
 
 
 def _median_spacing(p):
@@ -98,43 +160,97 @@ def _weighted_kmeans(points, weights, n, seed):
     return km.cluster_centers_[keep], amps[keep]
 
 
-def fit_to_map(volume, apix, n_atoms, threshold=None, max_voxels=200000, seed=0):
-    """Quantise a density map into ``n_atoms`` Gaussian pseudo-atoms.
+# ------------------------------------------------------------------ maps
 
-    Mass-weighted k-means over the voxels above ``threshold`` (default: the
-    mean + 1 standard deviation of the positive voxels' halo is avoided by
-    using the 0.9 quantile of |density| / 10).  Positions are in A about the
-    box centre; amplitudes are the density integrals of each cell (sum to the
-    thresholded map's integral); sigma is half the median nearest spacing.
-    """
-    vol = np.asarray(volume, dtype=np.float64)
+def _map_samples(vol, apix, threshold):
+    vol = np.asarray(vol, dtype=np.float64)
     if vol.ndim != 3:
         raise ValueError('fit_to_map needs a 3D map, got shape %s' % (vol.shape,))
+    if not np.all(np.isfinite(vol)):
+        raise ValueError('The map contains NaN or Inf values')
     if threshold is None:
         threshold = 0.1 * np.quantile(np.abs(vol), 0.99)
     idx = np.argwhere(vol > threshold)
-    if len(idx) < n_atoms:
+    w = vol[tuple(idx.T)] * apix ** 3
+    centre = np.array(vol.shape) // 2
+    pts = (idx - centre)[:, ::-1] * float(apix)  # [iz, iy, ix] -> (x, y, z) A
+    return pts, w, threshold
+
+
+def fit_to_map(volume, apix, n_atoms, method='kmeans', threshold=None, sigma=None,
+               max_voxels=100000, max_ot_samples=4000, n_iter=40, seed=0):
+    """Quantise a density map into ``n_atoms`` Gaussian pseudo-atoms.
+
+    Voxels above ``threshold`` (default: 10 % of the 99th percentile of
+    |density|) are point masses (density * apix^3).  ``method='kmeans'``:
+    mass-weighted k-means (Lloyd) centres.  ``method='ot'``: optimal-transport
+    quantisation, a gradient flow of the N points on the debiased Sinkhorn
+    divergence (GeomLoss, p=2) to ``max_ot_samples`` voxels drawn by mass,
+    so every point carries about the same mass (``n_iter`` steps).
+    Positions are in A about the box centre (voxel D//2); amplitudes are the
+    map mass of each point's Voronoi cell (sum = thresholded map integral);
+    ``sigma`` defaults to half the median nearest spacing.
+    """
+    from scipy.spatial import cKDTree
+    apix = float(apix)
+    n_atoms = int(n_atoms)
+    pts, w, threshold = _map_samples(volume, apix, threshold)
+    if n_atoms < 1:
+        raise ValueError('fit_to_map: n_atoms must be >= 1')
+    if len(pts) < n_atoms:
         raise ValueError('The map has only %d voxels above the threshold %.3g: fewer '
                          'than the %d pseudo-atoms asked for (lower the threshold or '
-                         'the number of pseudo-atoms)' % (len(idx), threshold, n_atoms))
-    w = vol[tuple(idx.T)] * apix ** 3
+                         'the number of pseudo-atoms)' % (len(pts), threshold, n_atoms))
     rng = np.random.default_rng(seed)
-    if len(idx) > max_voxels:
-        pick = rng.choice(len(idx), max_voxels, replace=False, p=w / w.sum())
-        idx, w = idx[pick], np.full(max_voxels, w.sum() / max_voxels)
-    centre = np.array(vol.shape) // 2
-    pts = (idx - centre)[:, ::-1] * apix  # [iz, iy, ix] -> (x, y, z) A
-    centres, amps = _weighted_kmeans(pts, w, n_atoms, seed)
-    return Structure(centres, amps, 0.5 * _median_spacing(centres))
+    if method == 'kmeans':
+        kp, kw = pts, w
+        if len(pts) > max_voxels:
+            pick = rng.choice(len(pts), max_voxels, replace=False, p=w / w.sum())
+            kp, kw = pts[pick], np.full(max_voxels, w.sum() / max_voxels)
+        centres, _ = _weighted_kmeans(kp, kw, n_atoms, seed)
+    elif method == 'ot':
+        centres = _ot_quantise(pts, w, n_atoms, apix, max_ot_samples, n_iter, rng)
+    else:
+        raise ValueError("Unknown fit_to_map method '%s' (use 'kmeans' or 'ot')" % method)
+    _, cell = cKDTree(centres).query(pts)
+    amps = np.bincount(cell, weights=w, minlength=len(centres))
+    s = 0.5 * _median_spacing(centres) if sigma is None else float(sigma)
+    return Structure(centres, amps, s)
 
 
-# ------------------------------------------------------------------ PDB output
+def _ot_quantise(pts, w, n, apix, max_samples, n_iter, rng):
+    """Sinkhorn gradient flow of n uniform-mass points towards the voxel masses."""
+    import torch
 
-def write_pdb(path, positions, amplitudes=None, chain='A'):
-    """Pseudo-atoms as CA atoms of a PDB file; (M, N, 3) writes M models.
+    from .runtime import init_keops
+    init_keops()
+    from geomloss import SamplesLoss
+    m = min(len(pts), max(int(max_samples), n))
+    pick = rng.choice(len(pts), m, replace=len(pts) < m, p=w / w.sum())
+    y = pts[pick] + rng.uniform(-0.5, 0.5, size=(m, 3)) * apix  # spread within voxels
+    x0 = y[rng.choice(m, n, replace=False)]
+    backend = 'tensorized' if n * m <= 2e7 else 'online'
+    blur = max(0.5 * apix, 0.5)
+    diameter = float(np.ptp(y, axis=0).max() + 2 * apix)
+    loss = SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.7, diameter=diameter,
+                       backend=backend)
+    Y = torch.as_tensor(y, dtype=torch.float32)
+    X = torch.as_tensor(x0, dtype=torch.float32).requires_grad_(True)
+    for _ in range(int(n_iter)):
+        L = loss(X, Y)
+        g, = torch.autograd.grad(L, X)
+        with torch.no_grad():
+            X -= n * g  # x_i <- barycentre of the mass transported to x_i (p=2)
+    return X.detach().double().numpy()
 
-    The B-factor column carries the amplitude (scaled to fit the format).
-    Written atomically.
+
+# ------------------------------------------------------------------ PDB files
+
+def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA'):
+    """Pseudo-atoms as CA atoms of a PDB file; positions (M, N, 3) write M models.
+
+    The B-factor column carries the amplitudes (scaled so that the largest
+    is 999 when they exceed the column).  Written atomically.
     """
     from .fileio import atomic_write
     pos = np.asarray(positions, dtype=float)
@@ -143,19 +259,26 @@ def write_pdb(path, positions, amplitudes=None, chain='A'):
     if pos.ndim != 3 or pos.shape[-1] != 3:
         raise ValueError('write_pdb: positions must be (N, 3) or (M, N, 3), got %s'
                          % (pos.shape,))
+    if not np.all(np.isfinite(pos)):
+        raise ValueError('write_pdb: positions contain NaN or Inf')
     if np.abs(pos).max(initial=0) >= 1e4:
         raise ValueError('write_pdb: coordinates beyond the PDB format (|x| >= 10000 A)')
-    b = np.zeros(pos.shape[1]) if amplitudes is None else np.asarray(amplitudes, float)
+    b = np.zeros(pos.shape[1]) if amplitudes is None else \
+        np.asarray(amplitudes, float).reshape(-1)
+    if b.shape != (pos.shape[1],):
+        raise ValueError('write_pdb: %d amplitudes for %d atoms' % (b.size, pos.shape[1]))
     if b.size and np.abs(b).max() >= 1000:
         b = b * (999.0 / np.abs(b).max())
     multi = len(pos) > 1
-    lines = ['REMARK   1 continuousflex_geodl pseudo-atoms (Gaussian centres, A)']
+    lines = ['REMARK   1 continuousflex_geodl pseudo-atoms (Gaussian centres, A); '
+             'B-factor = amplitude']
     for m, p in enumerate(pos):
         if multi:
             lines.append('MODEL     %4d' % (m + 1))
         for i, (x, y, z) in enumerate(p):
-            lines.append('ATOM  %5d  CA  ALA %s%4d    %8.3f%8.3f%8.3f  1.00%6.2f           C'
-                         % ((i + 1) % 100000, chain, (i + 1) % 10000, x, y, z, b[i]))
+            lines.append('ATOM  %5d  CA  %3s %1s%4d    %8.3f%8.3f%8.3f  1.00%6.2f           C'
+                         % ((i + 1) % 100000, residue, chain, (i + 1) % 10000, x, y, z, b[i]))
+        lines.append('TER')
         if multi:
             lines.append('ENDMDL')
     lines.append('END')
@@ -164,89 +287,101 @@ def write_pdb(path, positions, amplitudes=None, chain='A'):
     return path
 
 
-def read_pdb(path):
-    """All models' atom positions of a PDB/mmCIF file -> (M, N, 3) A."""
+def read_pdb(path, return_bfactors=False):
+    """All models' atom positions of a PDB/mmCIF file -> (M, N, 3) A
+    (and (N,) B-factors of the first model if ``return_bfactors``)."""
     import gemmi
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError('PDB file not found: %s' % path)
-    st = gemmi.read_structure(os.fspath(path))
+    try:
+        st = gemmi.read_structure(path)
+    except Exception as exc:
+        raise ValueError('Cannot read the PDB file %s (%s)' % (path, exc)) from None
     models = [np.array([(a.pos.x, a.pos.y, a.pos.z) for ch in mdl for r in ch for a in r])
               for mdl in st]
     if not models or not len(models[0]):
         raise ValueError('The PDB file %s contains no atoms' % path)
-    return np.stack(models)
+    if len({len(m) for m in models}) > 1:
+        raise ValueError('The models of %s have different numbers of atoms' % path)
+    pos = np.stack(models)
+    if return_bfactors:
+        b = np.array([a.b_iso for ch in st[0] for r in ch for a in r])
+        return pos, b
+    return pos
 
 
-def load_structure(path, n_atoms=None, apix=None):
+def load_structure(path, n_atoms=None, apix=None, method='kmeans'):
     """Reference pseudo-atoms from a .pdb/.cif (one per residue, or ``n_atoms``
-    k-means beads) or a map .mrc (``fit_to_map``)."""
+    k-means beads) or a map .mrc (``fit_to_map`` with ``method``)."""
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext in ('.mrc', '.map', '.mrcs'):
         from .io.mrc import read_mrc
         vol, file_apix = read_mrc(path)
-        return fit_to_map(vol, apix or file_apix, n_atoms or 500)
+        return fit_to_map(vol, apix or file_apix, n_atoms or 500, method=method)
     model = read_atomic_model(path)
     if n_atoms:
         return coarse_grain(model, 'kmeans', n=n_atoms)
     if len(np.unique(model.residues)) == len(model):  # already one bead per residue
-        return Structure(model.positions, np.ones(len(model)),
-                         0.5 * _median_spacing(model.positions))
+        return Structure(model.positions, model.amplitudes,
+                         0.5 * _median_spacing(model.positions), residues=model.residues)
     return coarse_grain(model, 'residue')
 
 
 # ------------------------------------------------------------------ normal modes
 
-def elastic_network_modes(positions, cutoff=15.0, n_modes=10, gamma=1.0,
+def _anm_pairs(pos, cutoff):
+    from scipy.spatial import cKDTree
+    return cKDTree(pos).query_pairs(cutoff, output_type='ndarray').astype(np.int64)
+
+
+def anm_hessian(positions, cutoff=15.0, gamma=1.0):
+    """Sparse (3N, 3N) Hessian of the anisotropic network model (springs of
+    stiffness ``gamma`` between atoms closer than ``cutoff`` A)."""
+    import scipy.sparse as sp
+    pos = np.asarray(positions, dtype=np.float64)
+    pairs = _anm_pairs(pos, cutoff)
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = pos[j] - pos[i]
+    k = gamma * d[:, :, None] * d[:, None, :] / np.sum(d ** 2, 1)[:, None, None]
+    R, C = np.meshgrid(np.arange(3), np.arange(3), indexing='ij')
+    bi, bj = (3 * i)[:, None, None], (3 * j)[:, None, None]
+    rows = np.concatenate([bi + R, bj + R, bi + R, bj + R]).ravel()
+    cols = np.concatenate([bj + C, bi + C, bi + C, bj + C]).ravel()
+    vals = np.concatenate([-k, -k, k, k]).ravel()
+    N3 = 3 * len(pos)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(N3, N3)), pairs
+
+
+def elastic_network_modes(positions, cutoff=None, n_modes=10, gamma=1.0,
                           return_eigenvalues=False):
     """Lowest non-rigid modes of the anisotropic network model (ANM).
 
-    Springs of stiffness ``gamma`` between pseudo-atoms closer than
-    ``cutoff`` A.  Returns (n_modes, N, 3) modes, each of unit norm over the
-    3N coordinates and orthogonal to the 6 rigid-body motions (which are
-    skipped), ordered by increasing eigenvalue.
+    Springs of stiffness ``gamma`` between pseudo-atoms closer than ``cutoff``
+    A (default: ``models.nma.default_cutoff``).  Returns (n_modes, N, 3)
+    modes, each of unit norm over the 3N coordinates and orthogonal to the 6
+    rigid-body motions, ordered by increasing frequency (computed by
+    ``models.nma.anm_modes``: dense or sparse eigensolver, subsampled and
+    interpolated for very large clouds).  ``return_eigenvalues`` adds the
+    Rayleigh quotients of the returned modes.
     """
-    from scipy.spatial import cKDTree
+    from .models.nma import anm_hessian, anm_modes, default_cutoff
     pos = np.asarray(positions, dtype=np.float64)
     N = len(pos)
     if 3 * N - 6 < n_modes:
         raise ValueError('Too few pseudo-atoms (%d) for %d normal modes' % (N, n_modes))
-    pairs = np.array(sorted(cKDTree(pos).query_pairs(cutoff)), dtype=np.int64).reshape(-1, 2)
-    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
-    k = -gamma * d[:, :, None] * d[:, None, :] / np.sum(d ** 2, 1)[:, None, None]
-    n_eig = n_modes + 6
-    if N <= 1500:
-        H = np.zeros((3 * N, 3 * N))
-        for a, b in ((0, 1), (1, 0)):
-            ia, ib = pairs[:, a], pairs[:, b]
-            for r in range(3):
-                for c in range(3):
-                    np.add.at(H, (3 * ia + r, 3 * ib + c), k[:, r, c])
-                    np.add.at(H, (3 * ia + r, 3 * ia + c), -k[:, r, c])
-        from scipy.linalg import eigh
-        w, v = eigh(H, subset_by_index=[0, n_eig - 1])
-    else:
-        import scipy.sparse as sp
-        from scipy.sparse.linalg import eigsh
-        rows, cols, vals = [], [], []
-        for a, b in ((0, 1), (1, 0)):
-            ia, ib = pairs[:, a], pairs[:, b]
-            for r in range(3):
-                for c in range(3):
-                    rows += [3 * ia + r, 3 * ia + r]
-                    cols += [3 * ib + c, 3 * ia + c]
-                    vals += [k[:, r, c], -k[:, r, c]]
-        H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(3 * N, 3 * N))
-        w, v = eigsh(H, k=n_eig, sigma=-1e-3, which='LM')
-        order = np.argsort(w)
-        w, v = w[order], v[:, order]
-    # project out the rigid-body space explicitly (robust to degenerate zeros)
+    cutoff = cutoff or default_cutoff(pos)
+    res = anm_modes(pos, n_modes=n_modes, cutoff=cutoff, gamma=gamma)
+    v = np.asarray(res[0] if isinstance(res, tuple) else res, dtype=np.float64)
+    v = v.reshape(3 * N, n_modes)  # (N, 3, M) -> (3N, M)
     rigid = _rigid_body_basis(pos)
-    v = v[:, 6:n_eig]
     v = v - rigid @ (rigid.T @ v)
     v /= np.linalg.norm(v, axis=0, keepdims=True)
     modes = v.T.reshape(n_modes, N, 3)
-    return (modes, w[6:n_eig]) if return_eigenvalues else modes
+    if not return_eigenvalues:
+        return modes
+    H = anm_hessian(pos, cutoff, gamma)
+    return modes, np.einsum('im,im->m', v, H @ v)
 
 
 def _rigid_body_basis(pos):
@@ -264,52 +399,88 @@ def _rigid_body_basis(pos):
 
 # ------------------------------------------------------------------ built-in molecule
 
-def builtin_molecule(seed=7):
+def builtin_molecule():
     """A deterministic two-domain protein-like pseudo-atom model (no download).
 
-    A CA-trace-like chain (3.8 A steps, no two beads closer than 3.6 A) of
-    200 + 150 residues folded into two compact ellipsoidal domains joined by
-    a short linker; extent about 60 A (fits a 64 px box at 2 A/px).
-    ``domains`` labels the beads 0 (large domain) and 1 (small domain);
-    amplitudes are a residue mass of 110 Da; sigma 2.5 A.
+    A C-alpha-trace-like chain of 300 beads: domain 0 (170 residues) and
+    domain 1 (130 residues) are compact globules at protein density (about
+    135 A^3 per residue; radius of gyration about 19 A, 9-10 neighbours
+    within 8 A per bead) joined by a short linker.  Consecutive beads are
+    3.8 A apart, beads i, i+2 at least 5 A, all others at least 4.2 A.
+    Extent about 55 x 37 x 35 A (fits a 64 px box at 2 A/px with room for
+    motion), centred on its centre of mass.  ``domains`` labels the beads,
+    ``hinge_point`` is the middle of the bond joining the domains and
+    ``hinge_axis`` is perpendicular to the inter-domain direction, so
+    rotating domain 1 about it opens/closes the cleft.  Amplitudes 110 Da
+    (a residue), sigma 2.5 A.  Also shipped as
+    ``resources/builtin_molecule.pdb``.
     """
+    pos, dom, hinge_point, hinge_axis = _builtin_arrays()
+    keys = np.array(['A:%d' % (i + 1) for i in range(len(pos))])
+    return Structure(pos.copy(), np.full(len(pos), 110.0), 2.5, residues=keys,
+                     domains=dom.copy(), hinge_point=hinge_point.copy(),
+                     hinge_axis=hinge_axis.copy())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_arrays(seed=7, n_a=170, n_b=130, linker=8):
     rng = np.random.default_rng(seed)
-    domains = [  # (n residues, centre, radii)
-        (200, np.array([-13.0, 0.0, 0.0]), np.array([15.0, 13.0, 12.0])),
-        (150, np.array([15.0, 2.0, 0.0]), np.array([12.0, 11.0, 10.0])),
-    ]
-    chain, labels = [], []
-    for lab, (n, centre, radii) in enumerate(domains):
-        start = centre - np.array([radii[0] * 0.6, 0, 0]) if lab == 0 else \
-            chain[-1] + np.array([3.8, 0.0, 0.0])
-        pts = _confined_walk(n, start, centre, radii, chain, rng)
-        chain.extend(pts)
-        labels += [lab] * n
-    pos = np.asarray(chain)
-    pos -= pos.mean(0)
-    return Structure(pos, np.full(len(pos), 110.0), 2.5, domains=np.asarray(labels))
+    ra, rb = [(3 * n * 135.0 / (4 * np.pi)) ** (1 / 3) for n in (n_a, n_b)]
+    ca, cb = np.array([-0.85 * ra, 0, 0]), np.array([0.85 * rb, 0, 0])
+    shape = np.array([0.85, 1.08, 1.08]) * 1.12  # slightly oblate globules
+    hinge = np.zeros(3)
+    plan = ([(ca, ra * shape)] * (n_a - 1 - linker) + [(hinge, None)] * linker +
+            [(cb, None)] * (linker // 2) + [(cb, rb * shape)] * (n_b - linker // 2))
+    pos = _compact_walk(plan, ca, rng)
+    dom = np.r_[np.zeros(n_a, np.int64), np.ones(n_b, np.int64)]
+    com = pos.mean(0)
+    pos = pos - com
+    hinge_point = 0.5 * (pos[n_a - 1] + pos[n_a])
+    v = pos[dom == 1].mean(0) - pos[dom == 0].mean(0)
+    v /= np.linalg.norm(v)
+    axis = np.cross(v, [0.0, 0.0, 1.0])
+    axis = np.cross(axis, v) if np.linalg.norm(axis) > 1e-6 else np.array([0.0, 1.0, 0.0])
+    axis /= np.linalg.norm(axis)  # z made perpendicular to the inter-domain vector
+    for a in (pos, dom, hinge_point, axis):
+        a.flags.writeable = False
+    return pos, dom, hinge_point, axis
 
 
-def _confined_walk(n, start, centre, radii, previous, rng, step=3.8, min_dist=3.6):
-    pts = []
-    cur = np.asarray(start, float)
-    allp = list(previous)
-    for _ in range(n):
-        for attempt in range(200):
-            d = rng.normal(size=3)
-            d /= np.linalg.norm(d)
-            # bias towards the domain centre when near the surface
-            inside = np.sum(((cur - centre) / radii) ** 2)
-            d = d - 0.6 * max(0.0, inside - 0.5) * (cur - centre) / (np.linalg.norm(cur - centre) + 1e-9)
-            d /= np.linalg.norm(d)
-            cand = cur + step * d
-            if np.sum(((cand - centre) / radii) ** 2) > 1.0 and attempt < 150:
-                continue
-            if allp and np.min(np.linalg.norm(np.asarray(allp[-400:]) - cand, axis=1)) < min_dist \
-                    and attempt < 190:
-                continue
-            break
-        cur = cand
-        pts.append(cur)
-        allp.append(cur)
-    return pts
+def _compact_walk(plan, first, rng, step=3.8, min_nb=4.2, min_13=5.0, n_cand=48,
+                  noise=2.0):
+    """Self-avoiding chain grown bead by bead: ``plan[k] = (centre, radii)``
+    confines bead k+1 to an ellipsoid and pulls it to the centre (radii None:
+    only pulled).  Dead ends are undone by backtracking."""
+    pts = [np.asarray(first, float)]
+    fails = 0
+    while len(pts) < len(plan) + 1:
+        centre, radii = plan[len(pts) - 1]
+        allp = np.asarray(pts)
+        d = rng.normal(size=(n_cand, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        cand = allp[-1] + step * d
+        ok = np.ones(n_cand, bool)
+        if len(allp) > 1:
+            ok &= np.linalg.norm(cand - allp[-2], axis=1) >= min_13
+        if len(allp) > 2:
+            ok &= np.linalg.norm(cand[:, None] - allp[None, :-2], axis=2).min(1) >= min_nb
+        if radii is not None:
+            r = np.linalg.norm((cand - centre) / radii, axis=1)
+            ok &= r <= 1.0
+        else:
+            r = np.linalg.norm(cand - centre, axis=1) / 10.0
+        if not ok.any():
+            fails += 1
+            if fails > 5000:
+                raise RuntimeError('builtin molecule: chain growth failed')
+            del pts[-min(len(pts) - 1, 1 + fails // 4):]
+            continue
+        score = -10.0 * r + noise * rng.normal(size=n_cand)
+        score[~ok] = -np.inf
+        pts.append(cand[np.argmax(score)])
+    return np.asarray(pts)
+
+
+def builtin_molecule_pdb():
+    """Path of the shipped ``resources/builtin_molecule.pdb``."""
+    return os.path.join(RESOURCES, 'builtin_molecule.pdb')

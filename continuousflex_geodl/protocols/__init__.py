@@ -9,7 +9,11 @@ from .protocol_simulate import GeoDLProtSimulate
 from .protocol_train import GeoDLProtTrain
 from .protocol_predict import GeoDLProtPredict
 from .protocol_subset import GeoDLProtSubset
+from .protocol_hemnma_to_flex import GeoDLProtHemnmaToFlex
+from .protocol_compare import GeoDLProtCompareLandscapes
+from .protocol_structures import GeoDLProtStructures
 
 #: protocol modules of this package (checked by the registry test)
 PROTOCOL_MODULES = ['protocol_simulate', 'protocol_train', 'protocol_predict',
-                    'protocol_subset']
+                    'protocol_subset', 'protocol_hemnma_to_flex', 'protocol_compare',
+                    'protocol_structures']

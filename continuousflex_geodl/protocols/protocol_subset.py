@@ -9,7 +9,9 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 from .. import constants as const
 from .protocol_base import GeoDLProtBase
 
-SELECT_STATES, SELECT_BOX, SELECT_BALL = 0, 1, 2
+SELECT_STATES, SELECT_BOX, SELECT_POLYGON, SELECT_DG, SELECT_BALL = range(5)
+SELECT_CHOICES = ['states', 'box in the 2D embedding', 'polygon in the 2D embedding',
+                  'free energy below a threshold', 'ball in latent space']
 
 
 def parse_ints(text):
@@ -29,21 +31,26 @@ def parse_floats(text):
     return [float(t) for t in str(text or '').replace(',', ' ').split()]
 
 
-def select_mask(selection, states=None, zred=None, z=None, state_ids=None,
-                box=None, center=None, radius=None):
-    """Boolean mask of the selected particles.
+def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=None,
+                box=None, polygon=None, max_dG=None, center=None, radius=None):
+    """Boolean mask of the selected particles (core.landscape.subsets rules).
 
-    * SELECT_STATES: ``states`` (N,) labels in ``state_ids``;
+    * SELECT_STATES: ``states`` (N,) 1-based labels in ``state_ids``;
     * SELECT_BOX: ``zred`` (N, >=2) inside ``box`` = (xmin, xmax, ymin, ymax);
+    * SELECT_POLYGON: ``zred`` inside ``polygon`` (V, 2) (boundary included);
+    * SELECT_DG: free energy ``dG`` (N,) <= ``max_dG``;
     * SELECT_BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,).
     """
+    from ..core.landscape import subsets
     if selection == SELECT_STATES:
         return np.isin(np.asarray(states), np.asarray(state_ids, dtype=int))
     if selection == SELECT_BOX:
-        zred = np.asarray(zred, dtype=float)
         xmin, xmax, ymin, ymax = box
-        return ((zred[:, 0] >= xmin) & (zred[:, 0] <= xmax) &
-                (zred[:, 1] >= ymin) & (zred[:, 1] <= ymax))
+        return subsets.select_box(zred, [xmin, ymin], [xmax, ymax])
+    if selection == SELECT_POLYGON:
+        return subsets.select_polygon(zred, polygon)
+    if selection == SELECT_DG:
+        return subsets.select_free_energy(dG, max_dG)
     if selection == SELECT_BALL:
         z = np.asarray(z, dtype=float)
         return np.linalg.norm(z - np.asarray(center, dtype=float)[None], axis=1) <= radius
@@ -54,8 +61,8 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
     """Select the particles of landscape states, or of a region of the landscape.
 
     Works on particles from the *landscape* protocol (state label
-    ``_cfgeodl_state`` and 2D embedding ``zRed``) or on any flexible particles
-    (latents ``zFlex``).  The subset keeps every particle attribute (poses,
+    ``_cfgeodl_state``, 2D embedding ``zRed``, free energy ``_cfgeodl_dG``) or
+    on any flexible particles (latents ``zFlex``).  The subset keeps every particle attribute (poses,
     CTF, latents), ready for a downstream refinement of that state.
     """
     _label = 'subset from landscape'
@@ -70,13 +77,14 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                       help='Output particles of the landscape protocol (they carry the '
                            'state of each particle and the 2D embedding) or any flexible '
                            'particles with latent coordinates.')
-        form.addParam('selection', params.EnumParam,
-                      choices=['states', 'box in the 2D embedding', 'ball in latent space'],
-                      default=SELECT_STATES, display=params.EnumParam.DISPLAY_HLIST,
+        form.addParam('selection', params.EnumParam, choices=SELECT_CHOICES,
+                      default=SELECT_STATES, display=params.EnumParam.DISPLAY_LIST,
                       label='Select by',
                       help='states: particles assigned to the given landscape states; '
-                           'box: particles whose 2D embedding (zRed) lies in a rectangle; '
-                           'ball: particles whose latent z lies within a radius of a point.')
+                           'box / polygon: particles whose 2D embedding (zRed) lies inside '
+                           'a rectangle / polygon typed as coordinates; free energy: '
+                           'particles in regions with dG below a threshold (kT); ball: '
+                           'particles whose latent z lies within a radius of a point.')
         form.addParam('states', params.StringParam, default='1',
                       condition='selection == %d' % SELECT_STATES, label='States',
                       help='State numbers (1-based), e.g. "1 3" or "2-4".')
@@ -91,6 +99,14 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                       help='Lower bound of the second embedding coordinate.')
         line.addParam('ymax', params.FloatParam, default=1.0, label='y max',
                       help='Upper bound of the second embedding coordinate.')
+        form.addParam('polygon', params.StringParam, default='',
+                      condition='selection == %d' % SELECT_POLYGON, label='Polygon vertices',
+                      help='Vertices in the 2D embedding coordinates, written "x,y" and '
+                           'separated by spaces, e.g. "0,0 1,0 1,1 0,1" (at least 3).')
+        form.addParam('maxDG', params.FloatParam, default=1.0,
+                      condition='selection == %d' % SELECT_DG, label='Max free energy (kT)',
+                      help='Keep the particles where the landscape free energy dG (0 at the '
+                           'most populated point) is at most this value.')
         form.addParam('center', params.StringParam, default='',
                       condition='selection == %d' % SELECT_BALL, label='Centre (latent z)',
                       help='Latent coordinates of the centre, one number per dimension, '
@@ -121,22 +137,28 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
         self._defineSubsetRelation(self.inputParticles, outSet)
 
     def _selectedIds(self, inSet):
-        ids, states, zred, z = [], [], [], []
+        from ..core.landscape.subsets import parse_polygon
+        ids, states, zred, z, dG = [], [], [], [], []
         sel = self.selection.get()
         for p in inSet.iterItems(orderBy='id'):
             ids.append(p.getObjId())
             if sel == SELECT_STATES:
                 states.append(int(getattr(p, const.ATTR_STATE).get()))
-            elif sel == SELECT_BOX:
+            elif sel in (SELECT_BOX, SELECT_POLYGON):
                 zred.append(p.getZRed())
+            elif sel == SELECT_DG:
+                dG.append(getattr(p, const.ATTR_DG).get())
             else:
                 z.append(p.getZFlex())
-        mask = select_mask(sel, states=states, zred=np.array(zred) if zred else None,
-                           z=np.array(z) if z else None,
-                           state_ids=parse_ints(self.states.get()),
-                           box=(self.xmin.get(), self.xmax.get(), self.ymin.get(),
-                                self.ymax.get()),
-                           center=parse_floats(self.center.get()), radius=self.radius.get())
+        mask = select_mask(
+            sel, states=states, zred=np.array(zred) if zred else None,
+            z=np.array(z) if z else None, dG=np.array(dG, dtype=float) if dG else None,
+            state_ids=parse_ints(self.states.get()) if sel == SELECT_STATES else None,
+            box=(self.xmin.get(), self.xmax.get(), self.ymin.get(), self.ymax.get()),
+            polygon=parse_polygon(self.polygon.get()) if sel == SELECT_POLYGON else None,
+            max_dG=self.maxDG.get(),
+            center=parse_floats(self.center.get()) if sel == SELECT_BALL else None,
+            radius=self.radius.get())
         return ids, mask
 
     # --------------------------- INFO functions -----------------------------
@@ -155,12 +177,23 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                     return ['Give at least one state number.']
             except ValueError:
                 return ['States must be numbers, e.g. "1 3" or "2-4".']
-        elif sel == SELECT_BOX:
+        elif sel in (SELECT_BOX, SELECT_POLYGON):
             if not hasattr(first, 'getZRed') or len(first.getZRed()) < 2:
                 return ['These particles have no 2D embedding (zRed); run the landscape '
                         'protocol first.']
-            if self.xmin.get() >= self.xmax.get() or self.ymin.get() >= self.ymax.get():
+            if sel == SELECT_BOX and (self.xmin.get() >= self.xmax.get() or
+                                      self.ymin.get() >= self.ymax.get()):
                 return ['The box must have x min < x max and y min < y max.']
+            if sel == SELECT_POLYGON:
+                from ..core.landscape.subsets import parse_polygon
+                try:
+                    parse_polygon(self.polygon.get())
+                except ValueError as exc:
+                    return [str(exc)]
+        elif sel == SELECT_DG:
+            if not first.hasAttribute(const.ATTR_DG):
+                return ['These particles carry no free energy; use the output of the '
+                        'landscape protocol.']
         else:
             if not hasattr(first, 'getZFlex') or len(first.getZFlex()) == 0:
                 return ['These particles have no latent coordinates (zFlex).']

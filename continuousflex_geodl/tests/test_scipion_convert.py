@@ -201,8 +201,7 @@ def test_star_round_trip_keeps_poses_ctf_and_images(tmp_path):
 
 
 def test_star_is_read_by_core_load_particles(tmp_path):
-    particles = pytest.importorskip('continuousflex_geodl.core.particles',
-                                    reason='core.particles (helper structio) not built yet')
+    from continuousflex_geodl.core import particles
     pset, data, truth = _make_set(tmp_path)
     star = str(tmp_path / 'core.star')
     convert.writeParticlesStar(pset, star)

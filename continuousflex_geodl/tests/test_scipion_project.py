@@ -133,3 +133,89 @@ def test_predict_outputs_flex_particles_in_order(project, simulated, trained):
         assert p.getObjId() == pid
         np.testing.assert_allclose(p.getZFlex(), Z[i], rtol=1e-5, atol=1e-6)
         assert p.hasAttribute(const.ATTR_GT_COORD)   # ground truth travels along
+
+
+def test_continue_resumes_training_from_the_checkpoint(project, trained):
+    """Scipion 'Continue' with more epochs: only training re-runs, from last.pt."""
+    import json
+    from pyworkflow.protocol.constants import MODE_RESUME
+    hist_fn = os.path.join(trained.outputModel.getModelDir(), 'history.json')
+    with open(hist_fn) as f:
+        first = json.load(f)
+    assert len(first) == 1
+    star = trained._getExtraPath('input_particles.star')
+    star_mtime = os.path.getmtime(star)
+    trained.epochs.set(2)
+    trained.runMode.set(MODE_RESUME)
+    _launch(project, trained)
+    with open(hist_fn) as f:
+        second = json.load(f)
+    assert len(second) == 2
+    assert second[0] == first[0]          # epoch 1 kept, not retrained
+    assert os.path.getmtime(star) == star_mtime   # conversion step skipped
+    assert trained.outputModel.getZdim() == 2
+
+
+def test_hemnma_bridge_and_landscape_comparison(project, simulated):
+    """Amplitudes stored on particles -> flexible particles -> compared with
+    the truth: the ground truth used as 'amplitudes' must agree perfectly."""
+    import json
+    from continuousflex_geodl import constants as const
+    from continuousflex_geodl.protocols import (GeoDLProtCompareLandscapes,
+                                                GeoDLProtHemnmaToFlex)
+    bridge = project.newProtocol(GeoDLProtHemnmaToFlex, source=1,  # another attribute
+                                 attrName=const.ATTR_GT_COORD)
+    bridge.inputParticles.set(simulated)
+    bridge.inputParticles.setExtended('outputParticles')
+    _launch(project, bridge)
+    flex = bridge.outputParticles
+    assert flex.getSize() == N_PARTICLES
+    gt = np.load(simulated._getExtraPath('simulation', 'ground_truth.npz'))['coords']
+    gt = np.asarray(gt, dtype=float).reshape(N_PARTICLES, -1)
+    for i, p in enumerate(flex.iterItems(orderBy='id')):
+        np.testing.assert_allclose(p.getZFlex(), gt[i], atol=1e-5)
+
+    cmp_ = project.newProtocol(GeoDLProtCompareLandscapes, sourceA=const.SOURCE_ZFLEX,
+                               sourceB=const.SOURCE_ATTR, attrB=const.ATTR_GT_COORD, k=5)
+    cmp_.inputA.set(bridge)
+    cmp_.inputA.setExtended('outputParticles')
+    cmp_.inputB.set(simulated)
+    cmp_.inputB.setExtended('outputParticles')
+    _launch(project, cmp_)
+    with open(cmp_._getExtraPath('agreement.json')) as f:
+        res = json.load(f)
+    assert res['agreement']['n_particles'] == N_PARTICLES
+    for key in ('agreement', 'first_vs_truth', 'second_vs_truth'):
+        assert res[key]['spearman_a_predicts_b'] == pytest.approx([1.0] * gt.shape[1])
+    assert any('neighbourhood overlap' in line for line in cmp_.summary())
+
+
+def test_structures_along_a_line_match_direct_decoding(project, trained):
+    from continuousflex_geodl.core.inference import decode_positions, load_model
+    from continuousflex_geodl.protocols import GeoDLProtStructures
+    prot = project.newProtocol(GeoDLProtStructures, pathType=1, startPoint='-1 0.5',
+                               endPoint='1 -0.5', nPoints=3)
+    prot.inputModel.set(trained)
+    prot.inputModel.setExtended('outputModel')
+    _launch(project, prot)
+    vols = [v.clone() for v in prot.outputVolumes.iterItems(orderBy='id')]
+    assert len(vols) == 3
+    expected = np.array([[-1, 0.5], [0, 0], [1, -0.5]], dtype=float)
+    for v, z in zip(vols, expected):
+        np.testing.assert_allclose(v.getZFlex(), z, atol=1e-6)
+        assert os.path.exists(v.getFileName()) and v.getSamplingRate() == pytest.approx(APIX)
+    # the multi-model PDB holds the decoded pseudo-atoms in path order
+    models, cur = [], []
+    with open(prot.outputStructures.getFileName()) as f:
+        for line in f:
+            if line.startswith(('ATOM', 'HETATM')):
+                cur.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
+            elif line.startswith('ENDMDL') and cur:
+                models.append(cur)
+                cur = []
+    if cur:
+        models.append(cur)
+    assert len(models) == 3
+    model = load_model(trained.outputModel.getModelDir())
+    pos = decode_positions(model, expected.astype(np.float32))
+    np.testing.assert_allclose(np.array(models), pos, atol=2e-3)

@@ -21,7 +21,8 @@ if _SKIP is None:
     from continuousflex_geodl.protocols import (GeoDLProtPredict, GeoDLProtSimulate,
                                                 GeoDLProtTrain)
     from continuousflex_geodl.protocols.protocol_subset import (
-        SELECT_BALL, SELECT_BOX, SELECT_STATES, parse_floats, parse_ints, select_mask)
+        SELECT_BALL, SELECT_BOX, SELECT_DG, SELECT_POLYGON, SELECT_STATES, parse_floats,
+        parse_ints, select_mask)
 
 
 @pytest.fixture(autouse=True)
@@ -175,6 +176,14 @@ def test_selection_masks_are_exact():
     m = select_mask(SELECT_BOX, zred=zred, box=(-1, 0.5, 0, 2))
     np.testing.assert_array_equal(m, (zred[:, 0] >= -1) & (zred[:, 0] <= 0.5) &
                                   (zred[:, 1] >= 0) & (zred[:, 1] <= 2))
+    # polygon: a unit square typed as vertices = the same box
+    sq = np.array([[-1, 0], [0.5, 0], [0.5, 2], [-1, 2]])
+    np.testing.assert_array_equal(select_mask(SELECT_POLYGON, zred=zred, polygon=sq),
+                                  select_mask(SELECT_BOX, zred=zred, box=(-1, 0.5, 0, 2)))
+    dG = rng.uniform(0, 5, 200)
+    dG[3] = np.nan
+    m = select_mask(SELECT_DG, dG=dG, max_dG=2.0)
+    np.testing.assert_array_equal(m, np.nan_to_num(dG, nan=99) <= 2.0)
     z = rng.normal(size=(200, 3))
     c = np.array([0.2, -0.1, 0.3])
     m = select_mask(SELECT_BALL, z=z, center=c, radius=1.0)
@@ -183,3 +192,41 @@ def test_selection_masks_are_exact():
     assert parse_floats('0.5 -1.2, 3') == [0.5, -1.2, 3.0]
     with pytest.raises(ValueError):
         parse_ints('a')
+
+
+def test_landscape_agreement_known_answers():
+    from continuousflex_geodl.protocols.protocol_compare import landscape_agreement
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(300, 2))
+    same = landscape_agreement(a, a.copy(), k=10)
+    assert same['neighbourhood_overlap'] == pytest.approx(1.0)
+    # the kNN error of a perfect landscape is the (small) floor of the true space
+    assert same['knn_error_a_in_b'] < 0.3
+    assert same['spearman_a_predicts_b'] == pytest.approx([1.0, 1.0])
+    # a rotated, scaled copy is the same landscape
+    R = np.array([[0.6, -0.8], [0.8, 0.6]]) * 3.0
+    rot = landscape_agreement(a, a @ R.T, k=10)
+    assert rot['neighbourhood_overlap'] == pytest.approx(1.0)
+    assert rot['spearman_b_predicts_a'] == pytest.approx([1.0, 1.0])
+    assert rot['knn_error_a_in_b'] == pytest.approx(same['knn_error_a_in_b'])
+    # unrelated coordinates: chance level
+    other = landscape_agreement(a, rng.normal(size=(300, 2)), k=10)
+    assert other['neighbourhood_overlap'] < 0.15
+    assert other['knn_error_a_in_b'] > 0.8 > 3 * same['knn_error_a_in_b']
+    assert max(other['spearman_a_predicts_b']) < 0.3
+
+
+def test_structures_points_and_validation(tmp_path):
+    from continuousflex_geodl.protocols.protocol_structures import (
+        GeoDLProtStructures, linear_path, parse_points)
+    np.testing.assert_allclose(parse_points('0 1; 2 3\n4 5', 2), [[0, 1], [2, 3], [4, 5]])
+    with pytest.raises(ValueError, match='needs 3 numbers'):
+        parse_points('0 1', 3)
+    np.testing.assert_allclose(linear_path([0, 0], [2, -4], 3), [[0, 0], [1, -2], [2, -4]])
+    prot = GeoDLProtStructures(pathType=1, startPoint='0 0', endPoint='1', nPoints=4)
+    prot.inputModel.set(GeoDLModel(modelDir=str(tmp_path), zdim=2, box=32, apix=2.0))
+    assert any('needs 2 numbers' in e for e in prot._validate())
+    prot.endPoint.set('1 1')
+    assert prot._validate() == []
+    prot.nPoints.set(1)
+    assert any('at least 2' in e for e in prot._validate())

@@ -31,6 +31,10 @@ def add_args(parser):
     parser.add_argument('--population', choices=POPULATIONS, default='three_mode')
     parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same data)')
     g = parser.add_argument_group('advanced')
+    g.add_argument('--structure', default=None,
+                   help='atomic model (.pdb/.cif, one bead per residue) or map (.mrc) to use '
+                        'instead of the built-in molecule; without domain labels the hinge '
+                        'splits it in two halves along its longest axis')
     g.add_argument('--end-rmsd', type=float, default=6.0,
                    help='RMSD in A between the two ends of the motion (default 6)')
     g.add_argument('--nma-modes', type=int, choices=(1, 2), default=2,
@@ -54,6 +58,10 @@ def main(args):
     from ..runtime import resolve_device
     from ..simulate import simulate_dataset
     device = resolve_device(args.device)
+    structure = None
+    if args.structure:
+        from ..structure import load_structure
+        structure = load_structure(args.structure, apix=args.apix)
     t0 = time.time()
 
     def log(msg):
@@ -62,6 +70,7 @@ def main(args):
     paths = simulate_dataset(
         args.out, n_particles=args.n_particles, box=args.box, apix=args.apix, snr=args.snr,
         motion=args.motion, population=args.population, seed=args.seed, sigma=args.sigma,
+        structure=structure,
         end_rmsd=args.end_rmsd, n_modes=args.nma_modes, max_shift=args.max_shift,
         population_weights=args.weights, n_states=args.n_states,
         keep_clean=args.keep_clean, chunk_size=args.chunk_size, device=device, log=log)

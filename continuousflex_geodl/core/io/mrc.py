@@ -1,67 +1,127 @@
 """MRC volumes and image stacks (mrcfile), with clear errors and lazy stacks.
 
-Header convention: voxel size = ``apix``; the header origin is set to
-``-(D // 2) * apix`` on each axis, so that voxel ``D // 2`` is the
-coordinate origin, as in the core (pixel ``i`` centre at ``(i - D//2) apix``).
-Arrays are float32, volumes ``[iz, iy, ix]``, stacks ``(N, D, D)``.
+Header convention written here (and expected by the core):
+
+* voxel size = ``apix`` A on every axis (header ``cella = shape * apix``);
+* header ``origin`` (A) = ``-(D // 2) * apix`` on x and y (and z for a
+  volume; 0 for the z of an image stack), i.e. the coordinate of voxel 0.
+  Voxel ``D // 2`` is therefore at coordinate 0, the core convention (pixel
+  ``i`` centre at ``(i - D//2) apix``); UCSF Chimera/ChimeraX place a map
+  written here where the core's pseudo-atoms are, and Scipion's default
+  volume origin (``-D/2 * sampling``) agrees for even boxes.
+
+Arrays are float32: volumes ``[iz, iy, ix]``, stacks ``(N, D, D)`` (MRC
+files store x fastest, so this is the file's natural order).  Reading
+errors from mrcfile (truncated file, bad header, not an MRC file) are
+re-raised as ``ValueError`` naming the file; a missing file is
+``FileNotFoundError``.
 """
 import os
+import warnings
 
 import numpy as np
 
 from ..fileio import atomic_path
 
+#: extensions read with mrcfile (others go through the Xmipp bindings)
+MRC_EXTENSIONS = ('.mrc', '.mrcs', '.map', '.st', '.ali', '.rec')
 
-def _open(path, mode='r', mmap=False):
+
+def _open(path, mmap=False):
     import mrcfile
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError("MRC file not found: %s" % path)
+    if os.path.isdir(path):
+        raise ValueError("%s is a folder, not an MRC file" % path)
     try:
-        if mmap:
-            return mrcfile.mmap(path, mode=mode, permissive=False)
-        return mrcfile.open(path, mode=mode, permissive=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            if mmap:
+                return mrcfile.mmap(path, mode='r', permissive=False)
+            return mrcfile.open(path, mode='r', permissive=False)
     except Exception as exc:  # mrcfile raises ValueError/OSError/EOFError...
-        raise ValueError("Cannot read the MRC file %s (%s: %s). The file is "
-                         "truncated or not an MRC image/stack; re-export it."
+        raise ValueError("Cannot read the MRC file %s (%s: %s). The file is truncated "
+                         "or is not an MRC image/stack/map; re-export or re-extract it."
                          % (path, type(exc).__name__, exc)) from None
 
 
+def _voxel_size(m, path):
+    apix = float(m.voxel_size.x)
+    if not np.isfinite(apix) or apix <= 0:
+        warnings.warn("The MRC header of %s gives no voxel size; assuming 1 A/pixel "
+                      "(give the pixel size explicitly)" % path)
+        return 1.0
+    return apix
+
+
 def read_mrc(path):
-    """-> (float32 array, apix in A)."""
+    """Whole file -> (float32 array, apix in A).  Volumes (D, D, D), stacks (N, D, D)."""
     with _open(path) as m:
-        data = np.asarray(m.data, dtype=np.float32).copy()
-        apix = float(m.voxel_size.x)
-    return data, (apix if apix > 0 else 1.0)
+        data = np.array(m.data, dtype=np.float32)
+        apix = _voxel_size(m, path)
+    return data, apix
+
+
+def mrc_info(path):
+    """Header facts without reading the data: dict(shape, apix, origin (x, y, z) A,
+    is_stack)."""
+    with _open(path, mmap=True) as m:
+        o = m.header.origin
+        return dict(shape=tuple(int(s) for s in m.data.shape), apix=_voxel_size(m, path),
+                    origin=(float(o.x), float(o.y), float(o.z)),
+                    is_stack=bool(m.is_image_stack()))
+
+
+def _set_header(m, shape, apix, stack):
+    m.voxel_size = float(apix)
+    m.header.origin.x = -(shape[-1] // 2) * apix
+    m.header.origin.y = -(shape[-2] // 2) * apix
+    m.header.origin.z = 0.0 if stack else -(shape[0] // 2) * apix
 
 
 def write_mrc(path, data, apix, is_stack=None):
-    """Write a volume (D, D, D) or stack (N, D, D) atomically; float32."""
+    """Write a volume (D, D, D), a stack (N, D, D) or one image (D, D) atomically.
+
+    float32; header voxel size ``apix`` and origin as in the module docstring.
+    ``is_stack`` defaults to True for ``.mrcs`` names and 2D input.
+    """
     import mrcfile
+    apix = float(apix)
+    if not np.isfinite(apix) or apix <= 0:
+        raise ValueError('write_mrc(%s): the pixel size must be > 0 A, got %r' % (path, apix))
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:
         data = data[None]
+        is_stack = True if is_stack is None else is_stack
+    if data.ndim != 3:
+        raise ValueError('write_mrc(%s): expected a 2D image or 3D volume/stack, got shape %s'
+                         % (path, data.shape))
+    stack = bool(is_stack) if is_stack is not None else str(path).endswith('.mrcs')
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as m:
             m.set_data(data)
-            if is_stack or (is_stack is None and str(path).endswith('.mrcs')):
+            if stack:
                 m.set_image_stack()
-            m.voxel_size = float(apix)
-            d = data.shape[-1]
-            m.header.origin.x = -(d // 2) * apix
-            m.header.origin.y = -(data.shape[-2] // 2) * apix
-            m.header.origin.z = 0.0 if m.is_image_stack() else -(data.shape[0] // 2) * apix
-    return path
+            else:
+                m.set_volume()
+            _set_header(m, data.shape, apix, stack)
+    return os.fspath(path)
 
 
 def open_stack(path):
-    """Memory-mapped (N, D, D) read-only view of an MRC stack (lazy)."""
+    """Memory-mapped, read-only (N, D, D) view of an MRC stack (nothing is loaded).
+
+    A single 2D image gives N = 1.  Raises ValueError for non-square images.
+    """
     m = _open(path, mmap=True)
     data = m.data
+    m.close()  # the memmap stays valid (read-only); the file handle is released
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3 or data.shape[1] != data.shape[2]:
-        raise ValueError("The stack %s has shape %s: square images (N, D, D) expected"
+        raise ValueError("The stack %s has shape %s: square images (N, D, D) are expected "
+                         "(re-extract the particles with a square box)"
                          % (path, tuple(data.shape)))
     return data
 
@@ -69,8 +129,8 @@ def open_stack(path):
 class StackWriter:
     """Append images to an MRC stack in chunks (memory does not grow with N).
 
-    Writes to a temporary file and renames on ``close()``; the number of
-    images must be given up front.
+    Writes to a temporary file in the same folder and renames it on
+    ``close()`` (atomic); the number of images must be given up front.
     """
 
     def __init__(self, path, n, box, apix):
@@ -82,22 +142,33 @@ class StackWriter:
         self._m = mrcfile.new_mmap(self.tmp, shape=(self.n, box, box), mrc_mode=2,
                                    overwrite=True)
         self._m.set_image_stack()
-        self._m.voxel_size = self.apix
+        _set_header(self._m, (self.n, box, box), self.apix, True)
         self.count = 0
 
     def write(self, images):
         images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 2:
+            images = images[None]
+        if self.count + len(images) > self.n:
+            raise ValueError('StackWriter(%s): more images than the %d announced'
+                             % (self.path, self.n))
         self._m.data[self.count:self.count + len(images)] = images
         self.count += len(images)
 
     def close(self):
         if self.count != self.n:
-            raise ValueError('StackWriter: %d images written, %d announced'
-                             % (self.count, self.n))
+            self.abort()
+            raise ValueError('StackWriter(%s): %d images written, %d announced'
+                             % (self.path, self.count, self.n))
         self._m.update_header_stats()
         self._m.close()
         os.replace(self.tmp, self.path)
         return self.path
+
+    def abort(self):
+        self._m.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
     def __enter__(self):
         return self
@@ -106,6 +177,4 @@ class StackWriter:
         if exc_type is None:
             self.close()
         else:
-            self._m.close()
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            self.abort()

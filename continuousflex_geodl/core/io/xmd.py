@@ -1,30 +1,56 @@
-"""Xmipp .xmd particle metadata (via xmippLib from pyxmipp3).
+"""Xmipp .xmd particle metadata <-> ``ParticleSet`` (via xmippLib, from pyxmipp3).
 
-Columns read: image (``idx@stack`` or a single-image file), angleRot/Tilt/Psi
-(degrees), shiftX/Y (pixels, same sense as RELION's origin: ``t = -shift *
-apix``), the CTF (ctfDefocusU/V/Angle, ctfVoltage, ctfSphericalAberration,
-ctfQ0, ctfPhaseShift; missing phase shift = 0) and ContinuousFlex's
-normal-mode amplitudes ``nmaDisplacements`` (a vector per row), returned in
-``metadata`` as columns ``nma_0 .. nma_{K-1}``.
+Labels interpreted:
+
+* ``image``: ``idx@stack`` (1-based) or a single-image file, resolved like
+  RELION names (absolute, or relative to the .xmd folder or a parent).
+* ``angleRot/angleTilt/anglePsi`` (degrees): the core's (rot, tilt, psi)
+  (Xmipp's Euler_angles2matrix is the core's ``euler_to_matrix``).
+* ``shiftX/shiftY`` (pixels) have the sense of RELION's origin: Scipion
+  converts a projection alignment to both with the same
+  ``geometryFromMatrix(matrix, inverseTransform=True)`` (scipion-em-xmipp
+  ``xmipp3/convert``; scipion-em-relion ``convert31`` writes
+  ``rlnOriginXAngst`` = the same shift * pixel size).  So the core shift is
+  ``t = -shift * apix``.
+* CTF: ``ctfDefocusU/V`` (A), ``ctfDefocusAngle`` (deg), ``ctfVoltage``
+  (kV), ``ctfSphericalAberration`` (mm), ``ctfQ0`` (amplitude contrast),
+  ``ctfVPPphaseshift`` (deg; missing = 0).
+* ``nmaDisplacements`` (``MDL_NMA``, ContinuousFlex / HEMNMA normal-mode
+  amplitudes, a vector per row): metadata columns ``nma_0 .. nma_{K-1}``.
+* ``samplingRate``: the pixel size (else give ``apix``).
+* Rows with ``enabled == -1`` (disabled in Scipion/Xmipp) are skipped;
+  mirrored particles (``flip`` = 1) are refused.
+
+Every other label is kept in ``metadata`` under its Xmipp name and written
+back by ``write_xmd``.
 """
 import os
 
 import numpy as np
+
+_CTF = ('MDL_CTF_DEFOCUSU', 'MDL_CTF_DEFOCUSV', 'MDL_CTF_DEFOCUS_ANGLE', 'MDL_CTF_VOLTAGE',
+        'MDL_CTF_CS', 'MDL_CTF_Q0', 'MDL_CTF_PHASE_SHIFT')
+_ANG = ('MDL_ANGLE_ROT', 'MDL_ANGLE_TILT', 'MDL_ANGLE_PSI')
+_SHIFT = ('MDL_SHIFT_X', 'MDL_SHIFT_Y')
+_CONSUMED = _CTF + _ANG + _SHIFT + ('MDL_IMAGE', 'MDL_NMA', 'MDL_SAMPLINGRATE',
+                                    'MDL_ENABLED')
 
 
 def _xmipp():
     try:
         import xmippLib
     except ImportError as exc:
-        raise RuntimeError('Reading .xmd files needs the Xmipp bindings (pip install '
-                           'pyxmipp3): %s' % exc) from None
+        raise RuntimeError('Reading or writing .xmd files needs the Xmipp bindings '
+                           '(pip install pyxmipp3): %s' % exc) from None
     return xmippLib
 
 
 def read_xmd(path, apix=None):
+    """Xmipp particle metadata (.xmd) -> ``ParticleSet`` (see module docstring)."""
     import pandas as pd
 
-    from ..particles import ImageSource, ParticleSet, _resolve_image_path
+    from ..particles import ParticleSet
+    from .stack import ImageSource, resolve_image_path
     x = _xmipp()
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
@@ -32,90 +58,151 @@ def read_xmd(path, apix=None):
     try:
         md = x.MetaData(path)
     except Exception as exc:
-        raise ValueError('Cannot parse the Xmipp metadata %s (%s)' % (path, exc)) from None
-    ids = list(md)
-    if not md.containsLabel(x.MDL_IMAGE):
-        raise ValueError('The metadata %s has no image column' % path)
-    if apix is None and md.containsLabel(x.MDL_SAMPLINGRATE):
-        apix = md.getValue(x.MDL_SAMPLINGRATE, ids[0])
-    if apix is None:
-        raise ValueError('The metadata %s gives no pixel size (samplingRate): give it '
+        msg = ' '.join(str(exc).split())
+        raise ValueError('Cannot parse the Xmipp metadata %s (%s). Check that it is a '
+                         'complete .xmd file.' % (path, msg)) from None
+    if md.containsLabel(x.MDL_ENABLED):
+        md.removeDisabled()
+    if md.size() and not md.containsLabel(x.MDL_IMAGE):
+        raise ValueError('The Xmipp metadata %s has no image column: give a particle .xmd'
+                         % path)
+    lab = {name: getattr(x, name) for name in _CONSUMED}
+
+    def col(name, dtype=float):
+        return np.asarray(md.getColumnValues(lab[name]), dtype=dtype)
+
+    if md.containsLabel(x.MDL_FLIP) and np.any(np.asarray(md.getColumnValues(x.MDL_FLIP))):
+        raise ValueError('The Xmipp metadata %s has mirrored particles (flip = 1), which '
+                         'are not supported: re-align without mirrors' % path)
+    file_apix = None
+    if md.containsLabel(x.MDL_SAMPLINGRATE) and md.size():
+        file_apix = float(col('MDL_SAMPLINGRATE')[0])
+    apix = file_apix if apix is None else float(apix)
+    if apix is None or not np.isfinite(apix) or apix <= 0:
+        raise ValueError('The Xmipp metadata %s gives no pixel size (samplingRate): give it '
                          'explicitly' % path)
-    folder, cache, refs = os.path.dirname(path), {}, []
-    for oid in ids:
-        name = md.getValue(x.MDL_IMAGE, oid)
+    folder, cache = os.path.dirname(path), {}
+    names = md.getColumnValues(x.MDL_IMAGE) if md.size() else []
+    codes, files, fidx, iidx = {}, [], [], []
+    for k, name in enumerate(names):
         i, f = name.split('@', 1) if '@' in name else ('1', name)
-        refs.append((_resolve_image_path(f, folder, cache), int(i) - 1))
+        try:
+            i = int(i)
+        except ValueError:
+            raise ValueError("%s, particle %d: bad image index in '%s'"
+                             % (path, k + 1, name)) from None
+        c = codes.get(f)
+        if c is None:
+            full = resolve_image_path(f, folder, cache)
+            if not os.path.exists(full):
+                raise FileNotFoundError("The image stack '%s' named in the particle file %s "
+                                        "does not exist (moved or deleted?)" % (full, path))
+            c = codes[f] = len(files)
+            files.append(full)
+        fidx.append(c)
+        iidx.append(i - 1)
+    images = ImageSource.from_arrays(files, fidx, iidx)
+    n = len(names)
 
-    def cols(labels, defaults=None):
-        out = []
-        for k, lab in enumerate(labels):
-            if md.containsLabel(lab):
-                out.append([md.getValue(lab, oid) for oid in ids])
-            elif defaults is not None and defaults[k] is not None:
-                out.append([defaults[k]] * len(ids))
-            else:
-                return None
-        return np.asarray(out, dtype=float).T
-
-    euler = cols([x.MDL_ANGLE_ROT, x.MDL_ANGLE_TILT, x.MDL_ANGLE_PSI])
-    shifts = cols([x.MDL_SHIFT_X, x.MDL_SHIFT_Y], [0.0, 0.0]) if euler is not None else None
-    if shifts is not None:
-        shifts = -shifts * apix
-    ctf = None
+    euler = shifts = ctf = None
+    if all(md.containsLabel(lab[c]) for c in _ANG):
+        euler = np.stack([col(c) for c in _ANG], axis=1)
+    if all(md.containsLabel(lab[c]) for c in _SHIFT):
+        shifts = -np.stack([col(c) for c in _SHIFT], axis=1) * apix
+    elif euler is not None:
+        shifts = np.zeros((n, 2))
     if md.containsLabel(x.MDL_CTF_DEFOCUSU):
-        ctf = cols([x.MDL_CTF_DEFOCUSU, x.MDL_CTF_DEFOCUSV, x.MDL_CTF_DEFOCUS_ANGLE,
-                    x.MDL_CTF_VOLTAGE, x.MDL_CTF_CS, x.MDL_CTF_Q0, x.MDL_CTF_PHASE_SHIFT],
-                   [None, None, 0.0, 300.0, 2.7, 0.1, 0.0])
-        if ctf is not None:
-            ctf[:, 6] = np.nan_to_num(ctf[:, 6], nan=0.0)
-    meta = None
+        cols = []
+        for c in _CTF:
+            if md.containsLabel(lab[c]):
+                v = col(c)
+            elif c == 'MDL_CTF_DEFOCUSV':
+                v = col('MDL_CTF_DEFOCUSU')
+            elif c in ('MDL_CTF_DEFOCUS_ANGLE', 'MDL_CTF_PHASE_SHIFT'):
+                v = np.zeros(n)
+            else:
+                raise ValueError('The Xmipp metadata %s has defocus values but no %s column'
+                                 % (path, x.label2Str(lab[c])))
+            cols.append(np.nan_to_num(v, nan=0.0) if c == 'MDL_CTF_PHASE_SHIFT' else v)
+        ctf = np.stack(cols, axis=1)
+
+    meta = {}
     if md.containsLabel(x.MDL_NMA):
-        nma = np.asarray([md.getValue(x.MDL_NMA, oid) for oid in ids], dtype=float)
-        meta = pd.DataFrame({'nma_%d' % k: nma[:, k] for k in range(nma.shape[1])})
-    return ParticleSet(ImageSource(refs), float(apix), euler, shifts, ctf, meta, source=path)
+        nma = md.getColumnValues(x.MDL_NMA)
+        K = {len(v) for v in nma}
+        if len(K) != 1:
+            raise ValueError('The Xmipp metadata %s has nmaDisplacements vectors of different '
+                             'lengths %s' % (path, sorted(K)))
+        nma = np.asarray(nma, dtype=float).reshape(n, -1)
+        meta.update({'nma_%d' % k: nma[:, k] for k in range(nma.shape[1])})
+    consumed = {lab[c] for c in _CONSUMED}
+    for label in md.getActiveLabels():
+        if label not in consumed:
+            meta[x.label2Str(label)] = md.getColumnValues(label)
+    meta = pd.DataFrame(meta) if meta else None
+    return ParticleSet(images, float(apix), euler, shifts, ctf, meta, source=path)
 
 
-def write_xmd(path, pset, stack_path=None):
-    """Write ``pset`` as an Xmipp .xmd (images referenced in an MRC stack)."""
+def write_xmd(path, pset, stack_path=None, chunk=1024):
+    """Write ``pset`` as an Xmipp .xmd (images in MRC stacks, ``idx@stack`` names).
+
+    Images already on disk are referenced where they are (as for .star);
+    otherwise they are written to ``stack_path`` (default: the .xmd name
+    with .mrcs).  Metadata columns named like Xmipp labels and ``nma_k``
+    columns are written back.  Atomic.  Returns ``path``.
+    """
     from ..fileio import atomic_path
-    from ..particles import ImageSource
+    from .star import _name_in_star, _stack_for_star
     x = _xmipp()
     path = os.path.abspath(os.fspath(path))
-    imgs = pset.images
-    if isinstance(imgs, ImageSource) and stack_path is None:
-        names = ['%d@%s' % (i + 1, os.path.relpath(imgs.files[f], os.path.dirname(path)))
-                 for f, i in zip(imgs.file_idx, imgs.img_idx)]
-    else:
-        from .mrc import write_mrc
-        stack_path = os.path.abspath(stack_path or os.path.splitext(path)[0] + '.mrcs')
-        write_mrc(stack_path, imgs[np.arange(len(pset))], pset.apix)
-        rel = os.path.relpath(stack_path, os.path.dirname(path))
-        names = ['%d@%s' % (i + 1, rel) for i in range(len(pset))]
+    folder = os.path.dirname(path)
+    files, fidx, iidx = _stack_for_star(path, pset, stack_path, chunk)
+    fnames = [_name_in_star(os.path.abspath(f), folder) for f in files]
+    n = len(pset)
     md = x.MetaData()
-    nma = None
+    for _ in range(n):
+        md.addObject()
+
+    def put(label, values):
+        md.setColumnValues(label, [v.item() if hasattr(v, 'item') else v for v in values])
+
+    put(x.MDL_IMAGE, ['%06d@%s' % (i + 1, fnames[f]) for f, i in zip(fidx, iidx)])
+    put(x.MDL_SAMPLINGRATE, [float(pset.apix)] * n)
+    if pset.euler is not None:
+        e = np.asarray(pset.euler, dtype=float)
+        for j, c in enumerate(_ANG):
+            put(getattr(x, c), e[:, j])
+    if pset.shifts is not None:
+        s = -np.asarray(pset.shifts, dtype=float) / pset.apix
+        for j, c in enumerate(_SHIFT):
+            put(getattr(x, c), s[:, j])
+    if pset.ctf is not None:
+        ctf = np.asarray(pset.ctf, dtype=float)
+        for j, c in enumerate(_CTF):
+            put(getattr(x, c), ctf[:, j])
     if pset.metadata is not None:
-        c = [k for k in pset.metadata.columns if str(k).startswith('nma_')]
-        if c:
-            nma = pset.metadata[sorted(c, key=lambda s: int(s[4:]))].to_numpy(float)
-    for k, name in enumerate(names):
-        oid = md.addObject()
-        md.setValue(x.MDL_IMAGE, name, oid)
-        md.setValue(x.MDL_SAMPLINGRATE, float(pset.apix), oid)
-        if pset.euler is not None:
-            for lab, v in zip((x.MDL_ANGLE_ROT, x.MDL_ANGLE_TILT, x.MDL_ANGLE_PSI), pset.euler[k]):
-                md.setValue(lab, float(v), oid)
-        if pset.shifts is not None:
-            sx, sy = -np.asarray(pset.shifts[k]) / pset.apix
-            md.setValue(x.MDL_SHIFT_X, float(sx), oid)
-            md.setValue(x.MDL_SHIFT_Y, float(sy), oid)
-        if pset.ctf is not None:
-            labs = (x.MDL_CTF_DEFOCUSU, x.MDL_CTF_DEFOCUSV, x.MDL_CTF_DEFOCUS_ANGLE,
-                    x.MDL_CTF_VOLTAGE, x.MDL_CTF_CS, x.MDL_CTF_Q0, x.MDL_CTF_PHASE_SHIFT)
-            for lab, v in zip(labs, pset.ctf[k]):
-                md.setValue(lab, float(v), oid)
-        if nma is not None:
-            md.setValue(x.MDL_NMA, [float(v) for v in nma[k]], oid)
+        meta = pset.metadata
+        nma = sorted((c for c in meta.columns if str(c).startswith('nma_')
+                      and str(c)[4:].isdigit()), key=lambda c: int(str(c)[4:]))
+        if nma:
+            put(x.MDL_NMA, [list(map(float, r)) for r in meta[nma].to_numpy(float)])
+        for c in meta.columns:
+            if c in nma:
+                continue
+            label = x.str2Label(str(c))
+            if label < 0 or label in {getattr(x, k) for k in _CONSUMED}:
+                continue  # not an Xmipp label (kept only in .star files)
+            ltype = x.labelType(label)
+            vals = meta[c].tolist()
+            if ltype in (x.LABEL_INT, x.LABEL_SIZET):
+                vals = [int(v) for v in vals]
+            elif ltype == x.LABEL_DOUBLE:
+                vals = [float(v) for v in vals]
+            elif ltype == x.LABEL_BOOL:
+                vals = [bool(v) for v in vals]
+            elif ltype == x.LABEL_STRING:
+                vals = [str(v) for v in vals]
+            put(label, vals)
     with atomic_path(path) as tmp:
         md.write(tmp)
     return path

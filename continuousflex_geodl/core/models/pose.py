@@ -1,8 +1,9 @@
 """Per-particle pose corrections learned jointly with the model.
 
-Each particle i has a small rotation ``w_i`` (axis-angle, radians, applied in
-the image frame: ``R'_i = exp([w_i]x) R_i``) and shift ``dt_i`` (A, added to
-t_i), zero-initialised.  A Gaussian prior (``rot_sd_deg``, ``shift_sd``)
+Each particle i has a small rotation ``w_i`` (axis-angle vector in degrees,
+applied in the image frame: ``R'_i = exp([w_i]x) R_i``) and shift ``dt_i``
+(A, added to t_i), zero-initialised; both are stored in an (N, 5) table so
+one learning rate moves them by comparable amounts (degrees, A).  A Gaussian prior (``rot_sd_deg``, ``shift_sd``)
 keeps them small; ``penalty`` is its negative log density in nats.
 """
 import math
@@ -26,17 +27,17 @@ def axis_angle_to_matrix(w):
 
 
 class PoseCorrection(nn.Module):
-    """Per-particle rotation (3) and shift (2) corrections, an (N, 5) table."""
+    """Per-particle rotation (3, degrees) and shift (2, A) corrections, (N, 5)."""
 
     def __init__(self, n_particles, rot_sd_deg=2.0, shift_sd=1.0):
         super().__init__()
         self.delta = nn.Parameter(torch.zeros(int(n_particles), 5))
-        self.rot_sd = math.radians(rot_sd_deg)
+        self.rot_sd = float(rot_sd_deg)
         self.shift_sd = float(shift_sd)
 
     def forward(self, idx, rotations, shifts):
         d = self.delta[idx]
-        R = axis_angle_to_matrix(d[:, :3]) @ rotations
+        R = axis_angle_to_matrix(d[:, :3] * (math.pi / 180.0)) @ rotations
         return R, shifts + d[:, 3:]
 
     def penalty(self, idx):
@@ -44,3 +45,10 @@ class PoseCorrection(nn.Module):
         d = self.delta[idx]
         return 0.5 * ((d[:, :3] / self.rot_sd) ** 2).sum(-1) + \
             0.5 * ((d[:, 3:] / self.shift_sd) ** 2).sum(-1)
+
+    def corrected(self, rotations, shifts):
+        """All particles' corrected (rotations (N, 3, 3), shifts (N, 2)), numpy in."""
+        with torch.no_grad():
+            d = self.delta.detach().cpu().double()
+            R = axis_angle_to_matrix(d[:, :3] * (math.pi / 180.0)).numpy() @ rotations
+            return R, shifts + d[:, 3:].numpy()

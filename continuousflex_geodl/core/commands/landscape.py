@@ -1,0 +1,353 @@
+"""Conformational landscape of latents: embedding, free energy, states, paths, subsets.
+
+Works on per-particle latents (N, K) from any source: this project's model
+(``continuousflex-geodl infer``), HEMNMA / DeepHEMNMA normal-mode amplitudes,
+cryoDRGN z, ...  Latents are read from .npy (memory-mapped), .npz or text
+(one particle per row).  States are numbered from 0 everywhere (files and
+options); principal axes are numbered from 1 (PC1, PC2, ...).  Free
+energies: dG = -kT ln(p / p_max) of a Gaussian kernel density estimate,
+in kT by default (--units kcal/mol or kJ/mol with --temperature, K).
+
+Sub-commands and the files they write
+=====================================
+
+landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
+        [--n-states auto|bic|K] [--method gmm|kmeans] [--prior MODEL_DIR|prior.npz]
+        [--model MODEL_DIR]
+  DIR/embedding.npy            (N, 2) float32 2D embedding of every particle
+                               ((N, 1) when K = 1)
+  DIR/embedding_model.npz      the fitted mapping, reusable for new particles
+                               (PCA: mean, components, explained_variance(_ratio);
+                               UMAP/t-SNE: fit_latents, fit_coords, fit_index, k
+                               for k-nearest-neighbour transfer)
+  DIR/embedding_umap.joblib    (UMAP only) the umap.UMAP object (joblib pickle;
+                               load only from trusted folders)
+  DIR/pca.npy                  (N, min(K, 10)) float32 principal coordinates
+  DIR/pca_model.npz            PCA of all axes (same keys as above)
+  DIR/free_energy.npz          map on the embedding: x (nx,), y (ny,) grid centres;
+                               dG, dG_std (ny, nx) in `units` (dG[j, i] at x[i], y[j];
+                               NaN = no particle nearby); dG_kT, dG_std_kT; density
+                               (per unit area); bandwidth; units; temperature_K;
+                               kT (1 kT in units); n_particles; n_boot;
+                               particle_dG (N,) per-particle dG in units,
+                               particle_dG_kT; embedding_method
+  DIR/labels.npy               (N,) int32 state of every particle
+  DIR/states.json              method, selection (user|bic|basins), n_states,
+                               populations, population_std, population_ci95
+                               ([[lo, hi], ...] bootstrap 2.5/97.5 percentiles),
+                               counts, centres (S x K latent), bic {k: BIC},
+                               barriers_kT (basins), component_state, n_fit, ...
+  DIR/states_model.npz         to assign later particles: centres, populations, ...,
+                               means/covariances/weights/component_state (mixture),
+                               kmeans_centres, nodes/node_labels (basins)
+  DIR/state_centres.npy        (S, K) float32 latent point of each state
+  DIR/state_centres_embedding.npy  (S, 2) float32
+  DIR/landscape.png            free-energy map with numbered states + populations
+  DIR/summary.json             settings, PCA explained variance, free-energy
+                               convention, the states.json content, centre_dG,
+                               files, seconds
+  DIR/states/states.pdb        (with --model) multi-model PDB, model i = state i
+  DIR/states/states_000.mrc .. (with --model) volume of each state centre
+
+landscape path --latents Z.npy --out DIR --kind pca|density|ridgeline
+        [--landscape ANALYZE_DIR] [--from-state i --to-state j] [--n-points M]
+        [--pc 1] [--percentiles 5 95] [--knn 10] [--alpha 1]
+        [--K 11 --omega 2 --M 1000] [--prior ...] [--model MODEL_DIR]
+  Default states: the two whose centres are farthest apart.  pca: from the
+  5th to the 95th percentile of PC`pc` (10 points); density: minimum-cost path
+  through a kNN graph of the particles, edge cost length x exp(alpha dG)
+  (20 points); ridgeline: cryoTWIN ridgeline between the mixture components of
+  the two states (the prior with --prior, else the states' mixture); K + 1
+  points (--n-points M sets K = M - 1).
+  DIR/path_latents.npy         (M, K) float32 ordered latent points
+  DIR/path_embedding.npy       (M, 2) float32 the same on the landscape map
+  DIR/path.json                kind, from_state, to_state, start, end, n_points,
+                               length (latent units), path_dG (dG on the map at
+                               each point, units), settings and method details
+  DIR/path.png                 map with the path, dG profile along it
+  DIR/path.pdb                 (with --model) multi-model PDB along the path
+  DIR/path_000.mrc ..          (with --model) volumes along the path
+
+landscape subset --landscape ANALYZE_DIR --out DIR [--states 0 2]
+        [--box XMIN XMAX YMIN YMAX] [--polygon "x1,y1 x2,y2 x3,y3 ..."]
+        [--max-dG G] [--particles particles.star] [--one-based]
+  Particles meeting all the criteria given (box/polygon in embedding units,
+  G in the units of the landscape).
+  DIR/subset_indices.txt       one index per line (0-based rows of the latents,
+                               1-based with --one-based), '#' header line
+  DIR/subset_indices.npy       (n,) int64, 0-based
+  DIR/subset.json              n_selected, n_particles, criteria, landscape
+  DIR/particles.star           (with --particles) the selected particles (RELION 3.1)
+
+landscape apply --landscape ANALYZE_DIR --latents Z2.npy --out DIR
+  New particles placed with the saved mappings (same embedding, states, map).
+  DIR/embedding.npy, DIR/labels.npy (int32), DIR/particle_dG.npy (landscape
+  units), DIR/apply.json (counts, populations)
+
+landscape diagnostics --latents Z.npy --out DIR [--model MODEL_DIR]
+        [--prior MODEL_DIR|prior.npz] [--compare Z2.npy]
+  DIR/diagnostics.json         isometry (pearson, spearman, n_pairs; needs
+                               --model), prior_fit (kl_q_p, kl_p_q in nats; needs a
+                               prior: --prior, or the model's), agreement
+                               (canonical_correlations, knn_overlap; needs --compare)
+
+Examples::
+
+    continuousflex-geodl landscape analyze --latents z.npy --out land --model model
+    continuousflex-geodl landscape path --latents z.npy --landscape land --out p \\
+        --kind density --from-state 0 --to-state 1 --model model
+    continuousflex-geodl landscape subset --landscape land --out sub --states 2 \\
+        --particles particles.star
+"""
+import os
+
+
+def _common(p, latents=True):
+    if latents:
+        p.add_argument('--latents', required=True,
+                       help='(N, K) latents: .npy, .npz or text, one particle per row')
+    p.add_argument('--out', required=True, help='output folder (created)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+
+
+def _decoder_args(p):
+    p.add_argument('--model', default=None,
+                   help='model directory written by train: decode structures '
+                        '(PDB + MRC) at the state centres / path points')
+    p.add_argument('--no-volumes', action='store_true',
+                   help='with --model, write only the PDB (no MRC volumes)')
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' for decoding")
+
+
+def _units_args(p):
+    p.add_argument('--units', default='kT', choices=['kT', 'kcal/mol', 'kJ/mol'],
+                   help='free-energy units (default kT)')
+    p.add_argument('--temperature', type=float, default=298.15,
+                   help='temperature in K for kcal/mol or kJ/mol (default 298.15)')
+
+
+def _state_args(p):
+    p.add_argument('--n-states', default='auto',
+                   help="number of states, 'auto' (free-energy basins; default) or "
+                        "'bic' (Gaussian components chosen by BIC)")
+    p.add_argument('--method', default='gmm', choices=['gmm', 'kmeans'],
+                   help='clustering: Gaussian mixture (default) or k-means')
+    p.add_argument('--prior', default=None,
+                   help='use a trained GMM prior for the states: a model directory or an '
+                        '.npz with means, covariances (or scales) and weights')
+    p.add_argument('--barrier', type=float, default=1.0,
+                   help="'auto' states: merge basins separated by less than this "
+                        'free-energy barrier (kT, default 1)')
+    p.add_argument('--min-population', type=float, default=0.01,
+                   help="'auto' states: merge basins holding less than this fraction "
+                        '(default 0.01)')
+    p.add_argument('--max-states', type=int, default=10,
+                   help='largest number of mixture components tried by BIC (default 10)')
+    p.add_argument('--max-fit', type=int, default=20000,
+                   help='fit models on at most this many random particles, then assign '
+                        'all (default 20000)')
+
+
+def add_args(parser):
+    sub = parser.add_subparsers(dest='action', metavar='ACTION')
+    sub.required = True
+
+    p = sub.add_parser('analyze', help='embedding, free-energy map and states')
+    _common(p)
+    p.add_argument('--embedding', default='pca', choices=['pca', 'umap', 'tsne'],
+                   help='2D embedding for the map (default pca)')
+    _state_args(p)
+    p.add_argument('--bootstrap', type=int, default=20,
+                   help='bootstrap replicates for the state populations (default 20)')
+    p.add_argument('--fe-bootstrap', type=int, default=50,
+                   help='bootstrap replicates for the free-energy error (default 50)')
+    p.add_argument('--bins', type=int, default=None,
+                   help='grid cells per axis of the map (default: automatic, 64-400)')
+    p.add_argument('--bandwidth', default='scott',
+                   help="KDE width: 'scott', 'silverman' or a number in embedding units")
+    _units_args(p)
+    _decoder_args(p)
+
+    p = sub.add_parser('path', help='pathway between states as a series of latents '
+                                    '(and structures)')
+    _common(p)
+    p.add_argument('--kind', default='density', choices=['pca', 'density', 'ridgeline'],
+                   help='pca axis, density-following graph path, or cryoTWIN ridgeline')
+    p.add_argument('--landscape', default=None,
+                   help='folder written by "landscape analyze" (reuses its states and map)')
+    p.add_argument('--from-state', type=int, default=None, help='start state (0-based)')
+    p.add_argument('--to-state', type=int, default=None, help='end state (0-based)')
+    p.add_argument('--n-points', type=int, default=None,
+                   help='points along the path (default: pca 10, density 20, ridgeline K+1)')
+    p.add_argument('--pc', type=int, default=1, help='pca path: principal axis (1 = PC1)')
+    p.add_argument('--percentiles', type=float, nargs=2, default=(5.0, 95.0),
+                   help='pca path: range along the axis (default 5 95)')
+    p.add_argument('--knn', type=int, default=10, help='density path: neighbours per node')
+    p.add_argument('--alpha', type=float, default=1.0,
+                   help='density path: edge cost length*exp(alpha*dG) (0: geodesic)')
+    p.add_argument('--max-nodes', type=int, default=20000,
+                   help='density path: particles used as graph nodes (default 20000)')
+    p.add_argument('--K', type=int, default=11, help='ridgeline: steps (default 11)')
+    p.add_argument('--omega', type=float, default=2.0, help='ridgeline: omega (default 2)')
+    p.add_argument('--M', type=int, default=1000, help='ridgeline: random draws (default 1000)')
+    _state_args(p)
+    _units_args(p)
+    _decoder_args(p)
+
+    p = sub.add_parser('subset', help='select particles by state, region or free energy')
+    _common(p, latents=False)
+    p.add_argument('--landscape', required=True, help='folder written by "landscape analyze"')
+    p.add_argument('--states', type=int, nargs='+', default=None, help='states (0-based)')
+    p.add_argument('--box', type=float, nargs=4, default=None,
+                   metavar=('XMIN', 'XMAX', 'YMIN', 'YMAX'), help='box in the 2D embedding')
+    p.add_argument('--polygon', default=None,
+                   help='polygon in the 2D embedding: "x1,y1 x2,y2 x3,y3 ..."')
+    p.add_argument('--max-dG', type=float, default=None,
+                   help='keep particles with dG <= this (units of the landscape)')
+    p.add_argument('--particles', default=None,
+                   help='particle file (.star/.xmd) matching the latents: also write '
+                        'particles.star of the subset')
+    p.add_argument('--one-based', action='store_true',
+                   help='write 1-based indices in subset_indices.txt')
+
+    p = sub.add_parser('apply', help='place new particles on an existing landscape')
+    _common(p)
+    p.add_argument('--landscape', required=True, help='folder written by "landscape analyze"')
+
+    p = sub.add_parser('diagnostics', help='isometry, prior fit (KL), agreement of two '
+                                           'latent spaces')
+    _common(p)
+    p.add_argument('--model', default=None, help='model directory (isometry; its prior)')
+    p.add_argument('--prior', default=None, help='prior: model directory or .npz')
+    p.add_argument('--compare', default=None,
+                   help='second latent file of the same particles (e.g. HEMNMA amplitudes)')
+    p.add_argument('--device', default='cpu')
+
+
+def _n_states(text):
+    t = str(text).strip().lower()
+    if t in ('auto', 'bic'):
+        return t
+    try:
+        v = int(t)
+    except ValueError:
+        raise ValueError("--n-states must be a number, 'auto' or 'bic'; got '%s'." % text) \
+            from None
+    if v < 1:
+        raise ValueError('--n-states must be at least 1.')
+    return v
+
+
+def _bandwidth(text):
+    try:
+        return float(text)
+    except ValueError:
+        return str(text)
+
+
+def _load_model(model_dir, device):
+    """The trained model, through core.inference (imported lazily)."""
+    try:
+        from ..inference import load_model
+    except ImportError as exc:
+        raise RuntimeError('Decoding structures needs continuousflex_geodl.core.inference '
+                           '(load_model, decode_positions), which could not be imported '
+                           '(%s). Run without --model to get latents only.' % exc) from None
+    return load_model(model_dir, device=device)
+
+
+def make_decoder(model_dir, device='cpu', volumes=True):
+    """dict(decode_fn, volume_fn, apix, amplitudes) for a trained model."""
+    if not model_dir:
+        return None
+    try:
+        from ..inference import decode_amplitudes, decode_positions, decode_volumes
+    except ImportError as exc:
+        raise RuntimeError('Decoding structures needs continuousflex_geodl.core.inference '
+                           '(decode_positions, decode_volumes), which could not be imported '
+                           '(%s). Run without --model.' % exc) from None
+    model = _load_model(model_dir, device)
+    import numpy as np
+    amp = decode_amplitudes(model, np.zeros((1, model.zdim), np.float32))[0]
+    return dict(decode_fn=lambda z: decode_positions(model, z),
+                volume_fn=(lambda z: decode_volumes(model, z)) if volumes else None,
+                apix=float(model.apix), amplitudes=amp, model=model)
+
+
+def _prior(args):
+    if getattr(args, 'prior', None):
+        from ..landscape.mixture import load_prior
+        return load_prior(args.prior)
+    return None
+
+
+def main(args):
+    from ..landscape import pipeline as P
+    action = args.action
+    if action == 'analyze':
+        z = P.load_latents(args.latents)
+        P.analyze(z, args.out, embedding=args.embedding, n_states=_n_states(args.n_states),
+                  method=args.method, prior=_prior(args), barrier=args.barrier,
+                  min_population=args.min_population, max_states=args.max_states,
+                  max_fit=args.max_fit, n_boot=args.bootstrap, fe_boot=args.fe_bootstrap,
+                  bins=args.bins, bandwidth=_bandwidth(args.bandwidth), units=args.units,
+                  temperature=args.temperature, seed=args.seed,
+                  decoder=make_decoder(args.model, args.device, not args.no_volumes))
+    elif action == 'path':
+        z = P.load_latents(args.latents)
+        if args.landscape and not os.path.isdir(args.landscape):
+            raise FileNotFoundError("Landscape folder not found: '%s'" % args.landscape)
+        P.compute_path(z, args.out, kind=args.kind, landscape=args.landscape,
+                       from_state=args.from_state, to_state=args.to_state,
+                       n_points=args.n_points, pc=args.pc, percentiles=args.percentiles,
+                       knn=args.knn, alpha=args.alpha, max_nodes=args.max_nodes, K=args.K,
+                       omega=args.omega, M=args.M, prior=_prior(args), seed=args.seed,
+                       units=args.units, temperature=args.temperature,
+                       decoder=make_decoder(args.model, args.device, not args.no_volumes),
+                       method=args.method, n_states=_n_states(args.n_states),
+                       barrier=args.barrier, min_population=args.min_population,
+                       max_states=args.max_states, max_fit=args.max_fit)
+    elif action == 'subset':
+        if not os.path.isdir(args.landscape):
+            raise FileNotFoundError("Landscape folder not found: '%s'" % args.landscape)
+        P.make_subset(args.landscape, args.out, states=args.states, box=args.box,
+                      polygon=args.polygon, max_dG=args.max_dG, particles=args.particles,
+                      one_based=args.one_based)
+    elif action == 'apply':
+        if not os.path.isdir(args.landscape):
+            raise FileNotFoundError("Landscape folder not found: '%s'" % args.landscape)
+        P.apply_landscape(args.landscape, P.load_latents(args.latents), args.out)
+    elif action == 'diagnostics':
+        _diagnostics(args, P)
+    return 0
+
+
+def _diagnostics(args, P):
+    import numpy as np
+    from ..landscape import diagnostics as D
+    z = np.asarray(P.load_latents(args.latents), np.float64)
+    out = {}
+    dec = make_decoder(args.model, args.device, volumes=False) if args.model else None
+    if dec is not None:
+        iso = D.isometry_correlation(z, dec['decode_fn'], seed=args.seed)
+        out['isometry'] = {k: iso[k] for k in ('pearson', 'spearman', 'n_pairs')}
+    prior = _prior(args)
+    if prior is None and args.model:
+        from ..landscape.mixture import load_prior
+        try:
+            prior = load_prior(args.model)
+        except ValueError as exc:
+            out['prior_fit'] = dict(skipped=str(exc))
+    if prior is not None:
+        out['prior_fit'] = D.prior_kl(z, prior, seed=args.seed)
+    if args.compare:
+        z2 = np.asarray(P.load_latents(args.compare), np.float64)
+        out['agreement'] = D.latent_agreement(z, z2, seed=args.seed)
+    if not out:
+        raise ValueError('Nothing to compute: give --model (isometry and prior fit), --prior '
+                         '(prior fit) and/or --compare (agreement of two latent spaces).')
+    os.makedirs(args.out, exist_ok=True)
+    P._json_dump(os.path.join(args.out, 'diagnostics.json'), out)
+    for k, v in out.items():
+        print('%s: %s' % (k, {kk: vv for kk, vv in v.items()
+                               if not isinstance(vv, (list, np.ndarray))}))

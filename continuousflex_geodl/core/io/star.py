@@ -1,0 +1,333 @@
+"""RELION particle .star files <-> ``ParticleSet`` (RELION 3.0 and 3.1+).
+
+Reading (``read_star``):
+
+* RELION 3.1+: ``data_optics`` + ``data_particles``; optics columns are
+  joined onto the particles through ``rlnOpticsGroup``.  RELION 3.0: one
+  ``data_`` block with everything per particle.
+* Pixel size: ``rlnImagePixelSize`` (3.1), else ``rlnPixelSize``, else
+  ``rlnDetectorPixelSize`` (um) * 1e4 / ``rlnMagnification`` (3.0).
+* Images ``i@stack`` (1-based ``i``); the stack path may be absolute, or
+  relative to the .star's folder or one of its parents (RELION names are
+  relative to the project folder).
+* Shifts: RELION's origin is the opposite of the core shift ``t``:
+  ``t = -rlnOriginXAngst`` (3.1) or ``t = -rlnOriginX * apix`` (3.0, pixels).
+* Angles rlnAngleRot/Tilt/Psi (degrees) are the core's (rot, tilt, psi);
+  if absent, ``euler`` and ``shifts`` are None.
+* CTF: rlnDefocusU/V (A), rlnDefocusAngle (deg), rlnVoltage (kV),
+  rlnSphericalAberration (mm), rlnAmplitudeContrast, rlnPhaseShift (deg;
+  missing or empty = 0).  No rlnDefocusU -> ``ctf`` None.
+* Every other column (including optics-table columns such as
+  rlnOpticsGroup or rlnMicrographOriginalPixelSize) is kept in ``metadata``.
+
+Writing (``write_star``): RELION 3.1 (optics table; one optics group per
+distinct voltage / Cs / amplitude contrast / optics metadata) or 3.0.  Optics
+columns read from a 3.1 file go back to the optics table, so a read-write
+round trip keeps the file's content.
+"""
+import os
+
+import numpy as np
+
+CTF_STAR = ('rlnDefocusU', 'rlnDefocusV', 'rlnDefocusAngle', 'rlnVoltage',
+            'rlnSphericalAberration', 'rlnAmplitudeContrast', 'rlnPhaseShift')
+_CTF_OPTICS = ('rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast')
+_ANGLES = ('rlnAngleRot', 'rlnAngleTilt', 'rlnAnglePsi')
+_APIX = ('rlnImagePixelSize', 'rlnPixelSize', 'rlnDetectorPixelSize', 'rlnMagnification')
+#: columns interpreted by the reader (not copied into ``metadata``)
+CONSUMED = set(CTF_STAR) | set(_ANGLES) | set(_APIX) | {
+    'rlnImageName', 'rlnOriginX', 'rlnOriginY', 'rlnOriginXAngst', 'rlnOriginYAngst',
+    'rlnImageSize', 'rlnImageDimensionality'}
+#: columns that RELION 3.1 keeps in the optics table
+OPTICS_LABELS = (
+    'rlnOpticsGroup', 'rlnOpticsGroupName', 'rlnMicrographOriginalPixelSize',
+    'rlnMicrographPixelSize', 'rlnCtfDataAreCtfPremultiplied', 'rlnCtfDataArePhaseFlipped',
+    'rlnBeamTiltX', 'rlnBeamTiltY', 'rlnOddZernike', 'rlnEvenZernike', 'rlnMagMat00',
+    'rlnMagMat01', 'rlnMagMat10', 'rlnMagMat11', 'rlnMtfFileName', 'rlnMtfPixelSize')
+
+
+def _err(path, msg):
+    return ValueError('RELION STAR file %s: %s' % (path, msg))
+
+
+def _read_blocks(path):
+    import starfile
+    if not os.path.exists(path):
+        raise FileNotFoundError('Particle file not found: %s' % path)
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:
+        raise _err(path, 'cannot be parsed (%s: %s). Check that it is a complete STAR '
+                   'file (loop_ headers and one value per column on every row).'
+                   % (type(exc).__name__, exc)) from None
+    return blocks
+
+
+def _numeric(df, col, path):
+    """Column as float64, with an error naming the column and the bad value."""
+    import pandas as pd
+    vals = df[col]
+    try:
+        return pd.to_numeric(vals, errors='raise').to_numpy(np.float64)
+    except (ValueError, TypeError):
+        num = pd.to_numeric(vals, errors='coerce')
+        bad = np.nonzero(num.isna().to_numpy() & vals.notna().to_numpy())[0]
+        k = int(bad[0]) if len(bad) else 0
+        raise _err(path, "column %s has a non-numeric value %r (particle %d)"
+                   % (col, vals.iloc[k], k + 1)) from None
+
+
+def _particle_table(blocks, path):
+    import pandas as pd
+    parts = blocks.get('particles')
+    if not isinstance(parts, pd.DataFrame):
+        parts = None
+        for df in blocks.values():
+            if isinstance(df, pd.DataFrame) and 'rlnImageName' in df.columns:
+                parts = df
+                break
+    if parts is None or 'rlnImageName' not in parts.columns:
+        raise _err(path, 'no particle table with an rlnImageName column (found blocks: %s). '
+                   'Give a particle .star (e.g. the _data.star of a RELION Refine3D job).'
+                   % (', '.join('data_%s' % k for k in blocks) or 'none'))
+    parts = parts.reset_index(drop=True)
+    optics = blocks.get('optics')
+    if isinstance(optics, pd.DataFrame) and len(optics):
+        if 'rlnOpticsGroup' not in parts.columns or 'rlnOpticsGroup' not in optics.columns:
+            raise _err(path, 'has a data_optics table but no rlnOpticsGroup column to join '
+                       'it with the particles')
+        og = _numeric(parts, 'rlnOpticsGroup', path)
+        known = set(_numeric(optics, 'rlnOpticsGroup', path))
+        missing = sorted(set(og) - known)
+        if missing:
+            raise _err(path, 'particles refer to optics group(s) %s that the data_optics '
+                       'table does not define' % ', '.join('%g' % m for m in missing))
+        extra = [c for c in optics.columns if c not in parts.columns or c == 'rlnOpticsGroup']
+        opt = optics[extra].copy()
+        opt['rlnOpticsGroup'] = _numeric(optics, 'rlnOpticsGroup', path)
+        parts = parts.assign(rlnOpticsGroup=og).merge(opt, on='rlnOpticsGroup', how='left',
+                                                      sort=False)
+        parts['rlnOpticsGroup'] = parts['rlnOpticsGroup'].astype(np.int64)
+    return parts
+
+
+def _pixel_size(parts, path):
+    if 'rlnImagePixelSize' in parts or 'rlnPixelSize' in parts:
+        col = 'rlnImagePixelSize' if 'rlnImagePixelSize' in parts else 'rlnPixelSize'
+        apix = _numeric(parts, col, path)
+    elif 'rlnDetectorPixelSize' in parts and 'rlnMagnification' in parts:
+        col = 'rlnDetectorPixelSize / rlnMagnification'
+        apix = _numeric(parts, 'rlnDetectorPixelSize', path) * 1e4 / \
+            _numeric(parts, 'rlnMagnification', path)
+    else:
+        return None
+    if not np.all(np.isfinite(apix)) or np.any(apix <= 0):
+        raise _err(path, 'invalid pixel size in %s' % col)
+    if np.ptp(apix) > 1e-4 * apix.max():
+        raise _err(path, 'the particles have different pixel sizes (%s A): rescale or '
+                   're-extract them to one pixel size first'
+                   % ', '.join('%g' % a for a in np.unique(apix)))
+    return float(apix[0])
+
+
+def _image_refs(parts, path):
+    """(files list, file index, 0-based image index) from rlnImageName."""
+    import pandas as pd
+
+    from .stack import resolve_image_path
+    names = parts['rlnImageName'].astype(str)
+    split = names.str.split('@', n=1, expand=True)
+    if split.shape[1] < 2 or split[1].isna().any():
+        k = int(np.nonzero(split[1].isna().to_numpy())[0][0]) if split.shape[1] > 1 else 0
+        raise _err(path, "particle %d: image name '%s' is not of the form index@stack.mrcs"
+                   % (k + 1, names.iloc[k]))
+    idx = np.asarray(pd.to_numeric(split[0], errors='coerce'))
+    bad = np.nonzero(~np.isfinite(idx) | (idx < 1) | (idx != np.round(idx)))[0]
+    if len(bad):
+        raise _err(path, "particle %d: bad image index in '%s' (indices are integers from 1)"
+                   % (bad[0] + 1, names.iloc[bad[0]]))
+    codes, uniq = pd.factorize(split[1])
+    folder, cache = os.path.dirname(path), {}
+    files = [resolve_image_path(f, folder, cache) for f in uniq]
+    for f in files:
+        if not os.path.exists(f):
+            raise FileNotFoundError("The image stack '%s' named in the particle file %s does "
+                                    "not exist (moved or deleted?)" % (f, path))
+    return files, codes.astype(np.int64), idx.astype(np.int64) - 1
+
+
+def read_star(path, apix=None):
+    """RELION 3.0 or 3.1+ particle .star -> ``ParticleSet`` (see module docstring).
+
+    ``apix`` (A/pixel) overrides the pixel size of the file.
+    """
+    from ..particles import ParticleSet
+    from .stack import ImageSource
+    path = os.path.abspath(os.fspath(path))
+    parts = _particle_table(_read_blocks(path), path)
+    file_apix = _pixel_size(parts, path)
+    apix = file_apix if apix is None else float(apix)
+    if apix is None:
+        raise _err(path, 'no pixel size (rlnImagePixelSize in the optics table, or '
+                   'rlnDetectorPixelSize and rlnMagnification): give it explicitly')
+    files, fidx, iidx = _image_refs(parts, path)
+    images = ImageSource.from_arrays(files, fidx, iidx)
+
+    euler = shifts = None
+    if all(c in parts for c in _ANGLES):
+        euler = np.stack([_numeric(parts, c, path) for c in _ANGLES], axis=1)
+    if 'rlnOriginXAngst' in parts and 'rlnOriginYAngst' in parts:
+        shifts = -np.stack([_numeric(parts, c, path)
+                            for c in ('rlnOriginXAngst', 'rlnOriginYAngst')], axis=1)
+    elif 'rlnOriginX' in parts and 'rlnOriginY' in parts:
+        shifts = -np.stack([_numeric(parts, c, path)
+                            for c in ('rlnOriginX', 'rlnOriginY')], axis=1) * apix
+    elif euler is not None:
+        shifts = np.zeros((len(parts), 2))
+
+    ctf = None
+    if 'rlnDefocusU' in parts:
+        cols = []
+        for c in CTF_STAR:
+            if c in parts:
+                v = _numeric(parts, c, path)
+            elif c == 'rlnDefocusV':
+                v = _numeric(parts, 'rlnDefocusU', path)
+            elif c in ('rlnDefocusAngle', 'rlnPhaseShift'):
+                v = np.zeros(len(parts))
+            else:
+                raise _err(path, 'has defocus values but no %s column (in RELION 3.1 it '
+                           'belongs to the data_optics table)' % c)
+            if c == 'rlnPhaseShift':
+                v = np.nan_to_num(v, nan=0.0)  # empty phase shift means none
+            cols.append(v)
+        ctf = np.stack(cols, axis=1)
+
+    keep = [c for c in parts.columns if c not in CONSUMED]
+    meta = parts[keep].reset_index(drop=True) if keep else None
+    return ParticleSet(images, float(apix), euler, shifts, ctf, meta, source=path)
+
+
+# ---------------------------------------------------------------- writing
+
+def _stack_for_star(path, pset, stack_path, chunk):
+    """Image references (file list, file index, image index) for ``pset``,
+    writing an MRC stack when the images are not already files on disk."""
+    from .mrc import StackWriter
+    from .stack import ArrayImageSource, ImageSource
+    n, imgs = len(pset), pset.images
+    if isinstance(imgs, ImageSource):
+        single = imgs.single_stack()
+        if stack_path is None or (single and os.path.abspath(stack_path) == single):
+            return imgs.files, imgs.file_idx, imgs.img_idx
+    elif isinstance(imgs, ArrayImageSource) and imgs.filename and \
+            imgs.filename.lower().endswith(('.mrcs', '.mrc', '.st')):
+        fn = os.path.abspath(imgs.filename)
+        if stack_path is None or os.path.abspath(stack_path) == fn:
+            return [fn], np.zeros(n, np.int64), np.arange(n)
+    stack_path = os.path.abspath(stack_path or os.path.splitext(path)[0] + '.mrcs')
+    with StackWriter(stack_path, n, pset.box, pset.apix) as w:
+        for s in range(0, n, chunk):
+            w.write(imgs[np.arange(s, min(n, s + chunk))])
+    return [stack_path], np.zeros(n, np.int64), np.arange(n)
+
+
+def _name_in_star(f, folder):
+    """Relative to the .star folder when inside it, absolute otherwise."""
+    rel = os.path.relpath(f, folder)
+    return f if rel.startswith('..') or os.path.isabs(rel) else rel
+
+
+def image_names(files, file_idx, img_idx, folder):
+    """RELION image names ``000001@stack.mrcs`` (1-based)."""
+    names = np.array([_name_in_star(os.path.abspath(f), folder) for f in files], dtype=object)
+    return ['%06d@%s' % (i + 1, names[f]) for f, i in zip(file_idx, img_idx)]
+
+
+def write_star(path, pset, stack_path=None, version='3.1', chunk=1024):
+    """Write ``pset`` as a RELION particle .star (3.1 with optics table, or 3.0).
+
+    Images already on disk (``ImageSource``, or a memory-mapped MRC stack)
+    are referenced where they are; otherwise (or when ``stack_path`` names
+    another file) they are written to ``stack_path`` (default: the .star
+    name with .mrcs), in chunks.  Image paths inside the .star's folder are
+    written relative to it, others absolute.  Atomic.  Returns ``path``.
+    """
+    import pandas as pd
+    import starfile
+
+    from ..fileio import atomic_path
+    version = str(version)
+    if version not in ('3.0', '3.1'):
+        raise ValueError("write_star: version must be '3.0' or '3.1' (got %r)" % version)
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    n = len(pset)
+    files, fidx, iidx = _stack_for_star(path, pset, stack_path, chunk)
+    cols = {'rlnImageName': image_names(files, fidx, iidx, folder)}
+    if pset.euler is not None:
+        e = np.asarray(pset.euler, dtype=float)
+        for j, c in enumerate(_ANGLES):
+            cols[c] = e[:, j]
+    if pset.shifts is not None:
+        origin = -np.asarray(pset.shifts, dtype=float)
+        if version == '3.0':
+            cols['rlnOriginX'], cols['rlnOriginY'] = (origin / pset.apix).T
+        else:
+            cols['rlnOriginXAngst'], cols['rlnOriginYAngst'] = origin.T
+    if pset.ctf is not None:
+        ctf = np.asarray(pset.ctf, dtype=float)
+        for j, c in enumerate(CTF_STAR):
+            cols[c] = ctf[:, j]
+    df = pd.DataFrame(cols)
+    if pset.metadata is not None:
+        for c in pset.metadata.columns:
+            if c not in df.columns and c not in CONSUMED:
+                df[c] = pset.metadata[c].to_numpy()
+    if version == '3.0':
+        df = df.drop(columns=[c for c in ('rlnOpticsGroup', 'rlnOpticsGroupName') if c in df])
+        df['rlnDetectorPixelSize'] = float(pset.apix)
+        df['rlnMagnification'] = 10000.0
+        data = df
+    else:
+        data = _split_optics(df, pset.apix, pset.box)
+    with atomic_path(path) as tmp:
+        try:
+            starfile.write(data, tmp, overwrite=True)
+        except Exception as exc:
+            raise ValueError('Cannot write the STAR file %s (%s: %s)'
+                             % (path, type(exc).__name__, exc)) from None
+    return path
+
+
+def _split_optics(df, apix, box):
+    """RELION 3.1 tables: optics groups = distinct values of the optics columns."""
+    import pandas as pd
+    ocols = [c for c in OPTICS_LABELS if c in df.columns] + \
+        [c for c in _CTF_OPTICS if c in df.columns]
+    if ocols:
+        key = df[ocols].astype(str).agg('\x1f'.join, axis=1) if len(ocols) > 1 \
+            else df[ocols[0]].astype(str)
+        codes = pd.factorize(key)[0]
+        order = np.unique(codes, return_index=True)[1]
+        first = df.iloc[order][ocols].reset_index(drop=True)
+    else:
+        codes = np.zeros(len(df), dtype=np.int64)
+        first = pd.DataFrame(index=range(1))
+    optics = pd.DataFrame({'rlnOpticsGroup': np.arange(1, len(first) + 1)})
+    if 'rlnOpticsGroup' in first:
+        optics['rlnOpticsGroup'] = first['rlnOpticsGroup'].to_numpy()
+        if optics['rlnOpticsGroup'].duplicated().any():  # same group, different optics
+            optics['rlnOpticsGroup'] = np.arange(1, len(first) + 1)
+    optics['rlnOpticsGroupName'] = first['rlnOpticsGroupName'].to_numpy() \
+        if 'rlnOpticsGroupName' in first else \
+        ['opticsGroup%d' % g for g in optics['rlnOpticsGroup']]
+    for c in ocols:
+        if c not in optics:
+            optics[c] = first[c].to_numpy()
+    optics['rlnImagePixelSize'] = float(apix)
+    optics['rlnImageSize'] = int(box)
+    optics['rlnImageDimensionality'] = 2
+    parts = df.drop(columns=ocols)
+    parts['rlnOpticsGroup'] = optics['rlnOpticsGroup'].to_numpy()[codes]
+    return {'optics': optics, 'particles': parts}

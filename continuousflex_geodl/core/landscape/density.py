@@ -1,0 +1,354 @@
+"""Particle density and free energy over embeddings or the latent space.
+
+Convention (stated once, used everywhere):
+
+    dG(x) = -kT ln( p(x) / p_max )
+
+``p`` is a Gaussian kernel density estimate (KDE) of the particles, ``p_max``
+its largest value, so dG >= 0 and the most populated point has dG = 0.  Values
+are in units of kT by default (dimensionless, temperature-free); ``units``
+'kcal/mol' or 'kJ/mol' multiply by kB*T at ``temperature`` K (default
+298.15 K, the temperature of the sample before vitrification; the populations
+of a plunge-frozen sample are at best those of that temperature).  The
+dG of a particle population is an apparent free energy: it assumes the
+particles are a Boltzmann sample and that the embedding keeps densities
+comparable.
+
+Uncertainty: a bootstrap over particles (Poisson(1) weights per particle,
+i.e. the large-sample resampling with replacement); ``dG_std`` is the
+standard deviation of dG over the replicates, each normalised by its own
+maximum.
+
+* ``free_energy_map(y, ...)`` -- 1D/2D embeddings: linear binning of *all*
+  particles on a grid, Gaussian smoothing (a binned KDE: O(N) and memory-light
+  for 10^6 particles), bootstrap error.  ``FreeEnergyMap.at(points)`` gives
+  each particle's dG by interpolation.
+* ``LatentKDE`` / ``latent_free_energy(z, points)`` -- directly in latent
+  space (any dimension): whitened Gaussian KDE fitted on a subsample
+  (``max_fit``), evaluated exactly at the given points.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KB_KCAL_PER_MOL_K = 0.0019872043  # Boltzmann constant, kcal/(mol K)
+KB_KJ_PER_MOL_K = 0.0083144626    # kJ/(mol K)
+DEFAULT_TEMPERATURE = 298.15      # K
+
+
+def energy_scale(units='kT', temperature=DEFAULT_TEMPERATURE):
+    """Value of 1 kT in ``units`` ('kT', 'kcal/mol' or 'kJ/mol') at ``temperature`` K."""
+    u = str(units).strip().lower().replace(' ', '')
+    if u in ('kt', 'k_bt', 'kbt'):
+        return 1.0
+    if temperature is None or not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError('A positive temperature in kelvin is needed to express free '
+                         'energies in %s; got %r.' % (units, temperature))
+    if u in ('kcal/mol', 'kcal'):
+        return KB_KCAL_PER_MOL_K * float(temperature)
+    if u in ('kj/mol', 'kj'):
+        return KB_KJ_PER_MOL_K * float(temperature)
+    raise ValueError("Unknown free-energy unit '%s': use kT, kcal/mol or kJ/mol." % units)
+
+
+def bandwidth_factor(n, d, rule='scott'):
+    """Kernel width in units of the data standard deviation (Scott / Silverman)."""
+    n = max(int(n), 2)
+    if rule == 'scott':
+        return n ** (-1.0 / (d + 4))
+    if rule == 'silverman':
+        return (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
+    raise ValueError("Unknown bandwidth rule '%s': use 'scott', 'silverman' or a number."
+                     % rule)
+
+
+def _check_points(y, what='embedding'):
+    y = np.asarray(y)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or len(y) < 2:
+        raise ValueError('The %s must be an (N, D) array with N >= 2 particles; got shape '
+                         '%s.' % (what, y.shape))
+    if not np.isfinite(y).all():
+        bad = int(np.nonzero(~np.isfinite(y).all(1))[0][0])
+        raise ValueError('The %s of particle %d is NaN or infinite: remove it (or fix the '
+                         'latent file) before the landscape analysis.' % (what, bad))
+    return y
+
+
+def _neg_log_ratio(p):
+    """-ln(p / max p), NaN where p == 0 (no particle within reach of the kernel)."""
+    with np.errstate(divide='ignore', invalid='ignore'):
+        g = -np.log(p / p.max())
+    g[~(p > 0)] = np.nan
+    return g
+
+
+# ---------------------------------------------------------------- 1D/2D maps
+
+@dataclass
+class FreeEnergyMap:
+    """dG on a regular grid over a 1D or 2D embedding (values in kT).
+
+    ``centres[a]`` are the grid coordinates along axis a; ``dG`` and
+    ``dG_std`` have shape ``(n0,)`` in 1D and ``(n1, n0)`` in 2D, i.e.
+    ``dG[j, i]`` is at ``(centres[0][i], centres[1][j])`` (row = y, as
+    matplotlib's ``pcolormesh(x, y, dG)``).  ``density`` is p per unit
+    embedding area (integrates to the fraction of particles inside the grid).
+    NaN marks cells with no particle within reach of the kernel.
+    """
+    centres: list
+    dG: np.ndarray
+    dG_std: np.ndarray
+    density: np.ndarray
+    bandwidth: np.ndarray
+    n_particles: int
+    n_boot: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ndim(self):
+        return len(self.centres)
+
+    @property
+    def edges(self):
+        out = []
+        for c in self.centres:
+            w = c[1] - c[0]
+            out.append(np.concatenate([c - 0.5 * w, [c[-1] + 0.5 * w]]))
+        return out
+
+    def at(self, points, values=None):
+        """Linearly interpolated dG (or ``values`` on the grid) at (M, D) points;
+        NaN outside the grid or where the grid is NaN."""
+        from scipy.interpolate import RegularGridInterpolator
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim == 1:
+            pts = pts[:, None] if self.ndim == 1 else pts[None]
+        vals = self.dG if values is None else values
+        if self.ndim == 2:
+            vals = vals.T  # interpolator wants [ix, iy]
+        interp = RegularGridInterpolator(tuple(self.centres), vals, bounds_error=False,
+                                         fill_value=np.nan)
+        out = np.empty(len(pts))
+        for s in range(0, len(pts), 1 << 18):
+            out[s:s + (1 << 18)] = interp(pts[s:s + (1 << 18), :self.ndim])
+        return out
+
+    def save(self, path, units='kT', temperature=DEFAULT_TEMPERATURE, **arrays):
+        """npz: ``dG``/``dG_std`` in ``units``, ``dG_kT``, ``dG_std_kT``,
+        ``density``, ``x`` (and ``y`` in 2D) grid centres, ``bandwidth``,
+        ``units``, ``temperature_K``, ``kT`` (1 kT in units), ``n_particles``,
+        ``n_boot``, plus any extra per-particle ``arrays`` given."""
+        from ..fileio import atomic_write
+        scale = energy_scale(units, temperature)
+        data = dict(dG=self.dG * scale, dG_std=self.dG_std * scale, dG_kT=self.dG,
+                    dG_std_kT=self.dG_std, density=self.density, x=self.centres[0],
+                    bandwidth=self.bandwidth, units=np.array(str(units)),
+                    temperature_K=np.array(float(temperature if temperature else np.nan)),
+                    kT=np.array(scale), n_particles=np.array(self.n_particles),
+                    n_boot=np.array(self.n_boot))
+        if self.ndim == 2:
+            data['y'] = self.centres[1]
+        data.update(arrays)
+        with atomic_write(path, 'wb') as fh:
+            np.savez(fh, **data)
+        return path
+
+
+def load_free_energy(path):
+    """Read a ``free_energy.npz`` back into a FreeEnergyMap (values in kT)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError("Free-energy file not found: '%s'" % path)
+    with np.load(path) as f:
+        centres = [f['x']] + ([f['y']] if 'y' in f.files else [])
+        extra = {k: f[k] for k in f.files if k not in (
+            'dG', 'dG_std', 'dG_kT', 'dG_std_kT', 'density', 'x', 'y', 'bandwidth',
+            'n_particles', 'n_boot')}
+        return FreeEnergyMap(centres, f['dG_kT'], f['dG_std_kT'], f['density'],
+                             f['bandwidth'], int(f['n_particles']), int(f['n_boot']), extra)
+
+
+def _linear_bin_indices(y, lo, width, shape):
+    """Per particle the flat indices and weights of its 2^D neighbouring cells."""
+    n, d = y.shape
+    u = (y - lo) / width - 0.5
+    i0 = np.floor(u).astype(np.int64)
+    f = u - i0
+    idx = np.zeros((n, 1), np.int64)
+    wts = np.ones((n, 1))
+    valid = np.ones((n, 1), bool)
+    stride = 1
+    for a in reversed(range(d)):  # C order: last axis fastest
+        ia = np.stack([i0[:, a], i0[:, a] + 1], 1)  # (n, 2)
+        wa = np.stack([1.0 - f[:, a], f[:, a]], 1)
+        va = (ia >= 0) & (ia < shape[a])
+        idx = (idx[:, :, None] + ia[:, None, :] * stride).reshape(n, -1)
+        wts = (wts[:, :, None] * wa[:, None, :]).reshape(n, -1)
+        valid = (valid[:, :, None] & va[:, None, :]).reshape(n, -1)
+        stride *= shape[a]
+    wts = np.where(valid, wts, 0.0)
+    idx = np.where(valid, idx, 0)
+    return idx, wts
+
+
+def free_energy_map(y, bins=None, bandwidth='scott', extent=None, n_boot=50, seed=0,
+                    weights=None, chunk=1 << 20):
+    """Binned Gaussian KDE and dG (kT) of a 1D or 2D embedding of all particles.
+
+    ``y`` (N, D) with D = 1 or 2.  ``bandwidth``: 'scott', 'silverman', a
+    number (kernel width in embedding units, all axes) or a sequence (one per
+    axis).  ``bins``: cells per axis (default: about 3 per kernel width,
+    64-400).  ``extent``: ((lo, hi), ...) per axis; default the 0.05-99.95
+    percentile range padded by 3 kernel widths.  ``n_boot`` bootstrap
+    replicates (0: no error estimate).  ``weights`` optional per-particle
+    weights.  Memory and time are O(N) (N = 10^6 is fine).
+    """
+    from scipy.ndimage import gaussian_filter
+    y = _check_points(y)
+    n, d = y.shape
+    if d not in (1, 2):
+        raise ValueError('free_energy_map works on 1D or 2D embeddings (got %d dimensions); '
+                         'use an embedding (PCA/UMAP) or latent_free_energy for the latent '
+                         'space.' % d)
+    w_in = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w_in is not None and w_in.shape != (n,):
+        raise ValueError('weights must have one value per particle (%d); got %s'
+                         % (n, w_in.shape))
+    neff = n if w_in is None else w_in.sum() ** 2 / (w_in ** 2).sum()
+    sd = y.std(0) if n < 200000 else y[np.random.default_rng(seed).choice(
+        n, 200000, replace=False)].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    if isinstance(bandwidth, str):
+        h = sd * bandwidth_factor(neff, d, bandwidth)
+    else:
+        h = np.broadcast_to(np.asarray(bandwidth, dtype=np.float64), (d,)).copy()
+        if np.any(h <= 0):
+            raise ValueError('The KDE bandwidth must be positive; got %s' % (bandwidth,))
+    if extent is None:
+        q = np.percentile(y if n <= 200000 else y[::max(1, n // 200000)],
+                          [0.05, 99.95], axis=0)
+        extent = [(q[0, a] - 3 * h[a], q[1, a] + 3 * h[a]) for a in range(d)]
+    extent = [tuple(map(float, e)) for e in extent]
+    if len(extent) != d or any(hi <= lo for lo, hi in extent):
+        raise ValueError('extent must give (low, high) with low < high for each of the %d '
+                         'axes; got %s' % (d, extent))
+    lo = np.array([e[0] for e in extent])
+    span = np.array([e[1] - e[0] for e in extent])
+    if bins is None:
+        bins = [int(np.clip(np.ceil(span[a] / (h[a] / 3.0)), 64, 400)) for a in range(d)]
+    bins = list(np.broadcast_to(np.asarray(bins, dtype=int), (d,)))
+    width = span / np.array(bins)
+    shape_xy = tuple(bins)  # axis order (x, y)
+    ncell = int(np.prod(shape_xy))
+    sigma_cells = h / width
+
+    def smooth(counts):
+        grid = counts.reshape(shape_xy)
+        grid = gaussian_filter(grid, sigma=sigma_cells, mode='constant', truncate=4.0)
+        grid = np.clip(grid, 0.0, None)
+        return grid.T if d == 2 else grid  # -> [iy, ix]
+
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(ncell)
+    boot = np.zeros((n_boot, ncell)) if n_boot else None
+    for s in range(0, n, chunk):
+        yy = np.asarray(y[s:s + chunk], dtype=np.float64)
+        idx, wts = _linear_bin_indices(yy, lo, width, shape_xy)
+        if w_in is not None:
+            wts = wts * w_in[s:s + chunk, None]
+        counts += np.bincount(idx.ravel(), wts.ravel(), minlength=ncell)
+        for b in range(n_boot):
+            pw = rng.poisson(1.0, len(yy)).astype(np.float64)
+            boot[b] += np.bincount(idx.ravel(), (wts * pw[:, None]).ravel(), minlength=ncell)
+    total = counts.sum() if w_in is None else w_in.sum()
+    cell = float(np.prod(width))
+    dens = smooth(counts) / (max(total, 1e-300) * cell)
+    dG = _neg_log_ratio(dens)
+    dG_std = np.full_like(dG, np.nan)
+    if n_boot:
+        reps = np.stack([_neg_log_ratio(smooth(boot[b])) for b in range(n_boot)])
+        ok = np.isfinite(reps).all(0) & np.isfinite(dG)
+        dG_std[ok] = reps[:, ok].std(0, ddof=1) if n_boot > 1 else 0.0
+    centres = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(d)]
+    return FreeEnergyMap(centres, dG, dG_std, dens, h, n, int(n_boot))
+
+
+# ------------------------------------------------------------- latent space
+
+class LatentKDE:
+    """Gaussian KDE in any dimension on whitened coordinates.
+
+    The kernel is ``N(0, h^2 C)`` with C the covariance of the fit points and
+    ``h`` Scott's factor (or a given number, in units of the standard
+    deviations).  Fitted on at most ``max_fit`` particles (a random
+    subsample); evaluation is exact (chunked).  ``weights`` optional.
+    """
+
+    def __init__(self, z, bandwidth='scott', max_fit=5000, seed=0, weights=None):
+        z = _check_points(z, 'latent array')
+        rng = np.random.default_rng(seed)
+        if len(z) > max_fit:
+            pick = np.sort(rng.choice(len(z), int(max_fit), replace=False))
+            z = z[pick]
+            weights = None if weights is None else np.asarray(weights)[pick]
+        self.points = np.asarray(z, dtype=np.float64)
+        n, d = self.points.shape
+        self.dim = d
+        self.weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+        cov = np.atleast_2d(np.cov(self.points.T, aweights=self.weights))
+        cov += 1e-12 * np.trace(cov) / d * np.eye(d) + 1e-300 * np.eye(d)
+        self.h = (bandwidth_factor(self.weights.sum(), d, bandwidth)
+                  if isinstance(bandwidth, str) else float(bandwidth))
+        chol = np.linalg.cholesky(cov)
+        self.whiten = np.linalg.inv(chol).T  # x @ whiten has identity covariance
+        self.log_norm = (-np.log(np.diag(chol)).sum() - d * np.log(self.h)
+                         - 0.5 * d * np.log(2 * np.pi))
+        self._u = self.points @ self.whiten / self.h
+        self._u2 = (self._u ** 2).sum(1)
+
+    def log_density(self, x, weights=None, chunk=None):
+        """log p(x) per unit latent volume at (M, K) points."""
+        x = _check_points(np.atleast_2d(x), 'latent array')
+        if x.shape[1] != self.dim:
+            raise ValueError('Points have %d dimensions but the KDE was fitted in %d.'
+                             % (x.shape[1], self.dim))
+        w = self.weights if weights is None else np.asarray(weights, np.float64)
+        logw = np.log(np.maximum(w, 1e-300)) - np.log(w.sum())
+        logw[w <= 0] = -np.inf
+        chunk = chunk or max(1, (1 << 23) // len(self._u))
+        out = np.empty(len(x))
+        for s in range(0, len(x), chunk):
+            v = x[s:s + chunk] @ self.whiten / self.h
+            d2 = (v ** 2).sum(1)[:, None] + self._u2[None] - 2.0 * v @ self._u.T
+            e = -0.5 * np.maximum(d2, 0.0) + logw[None]
+            m = e.max(1, keepdims=True)
+            out[s:s + chunk] = (m + np.log(np.exp(e - m).sum(1, keepdims=True)))[:, 0]
+        return out + self.log_norm
+
+    def bootstrap_log_density(self, x, n_boot=20, seed=0):
+        """(n_boot, M) log p(x) for Poisson-bootstrap replicates of the fit points."""
+        rng = np.random.default_rng(seed)
+        return np.stack([self.log_density(x, self.weights * rng.poisson(1.0, len(self.weights)))
+                         for _ in range(n_boot)])
+
+
+def latent_free_energy(z, points=None, bandwidth='scott', max_fit=5000, n_boot=0, seed=0):
+    """dG (kT) directly in latent space at ``points`` (default: the particles).
+
+    Returns ``(dG, dG_std)``; dG is relative to the largest density among
+    the evaluated points and the fit points (so dG >= 0 there); dG_std is
+    NaN without bootstrap.  Cost: (#points) x min(N, max_fit) kernel terms.
+    """
+    kde = LatentKDE(z, bandwidth=bandwidth, max_fit=max_fit, seed=seed)
+    pts = np.asarray(z if points is None else points, np.float64)
+    lp = kde.log_density(pts)
+    ref = max(lp.max(), kde.log_density(kde.points).max())
+    dG = ref - lp
+    std = np.full(len(dG), np.nan)
+    if n_boot:
+        reps = kde.bootstrap_log_density(pts, n_boot, seed + 1)
+        reps = reps.max(1, keepdims=True) - reps
+        std = reps.std(0, ddof=1) if n_boot > 1 else np.zeros(len(dG))
+    return dG, std

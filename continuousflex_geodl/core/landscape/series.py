@@ -1,0 +1,61 @@
+"""Structures at latent points (state centres, path points) written as files.
+
+``decode_series(latents, decode_fn, folder, name)`` writes
+
+* ``<name>.pdb`` -- multi-model PDB, model m = the pseudo-atoms decoded at
+  latent row m (``core.structure.write_pdb``; amplitudes in the B column);
+* ``<name>_000.mrc``, ``<name>_001.mrc``, ... -- one density per row, when
+  volumes can be made: from ``volume_fn(z) -> (M, D, D, D)`` (e.g. the
+  model's ``decode_volumes``) or, given ``amplitudes``, ``sigma``, ``box``
+  and ``apix``, by rendering the Gaussian pseudo-atoms with
+  ``core.render.render_volume`` (core grid convention, A).
+
+``decode_fn(z (M, K)) -> positions (M, N, 3)`` in A; the landscape never
+imports the model itself.
+"""
+import os
+
+import numpy as np
+
+
+def render_volumes(positions, amplitudes, sigma, box, apix):
+    """(M, D, D, D) densities of Gaussian pseudo-atom clouds (M, N, 3)."""
+    import torch
+    from ..render import render_volume
+    pos = np.asarray(positions, np.float32)
+    amp = np.broadcast_to(np.asarray(amplitudes, np.float32), pos.shape[:2])
+    out = np.empty((len(pos), int(box), int(box), int(box)), np.float32)
+    with torch.no_grad():
+        for m in range(len(pos)):
+            out[m] = render_volume(torch.as_tensor(pos[m]), torch.as_tensor(np.array(amp[m])),
+                                   float(sigma), int(box), float(apix)).numpy()
+    return out
+
+
+def decode_series(latents, decode_fn, folder, name, volume_fn=None, amplitudes=None,
+                  sigma=None, box=None, apix=None):
+    """Decode latent rows and write the PDB (+ MRC) series; returns
+    dict(pdb=path, mrc=[paths], positions=(M, N, 3) array)."""
+    from ..structure import write_pdb
+    z = np.asarray(latents, np.float32)
+    z = z[None] if z.ndim == 1 else z
+    pos = np.asarray(decode_fn(z))
+    if pos.ndim != 3 or pos.shape[0] != len(z) or pos.shape[2] != 3:
+        raise ValueError('decode_fn must return positions (M, N, 3) for M = %d latent points; '
+                         'got shape %s.' % (len(z), pos.shape))
+    os.makedirs(folder, exist_ok=True)
+    amp_pdb = None if amplitudes is None else np.asarray(amplitudes).reshape(-1)[:pos.shape[1]]
+    pdb = write_pdb(os.path.join(folder, name + '.pdb'), pos, amp_pdb)
+    vols = None
+    if volume_fn is not None:
+        vols = np.asarray(volume_fn(z))
+    elif amplitudes is not None and sigma is not None and box and apix:
+        vols = render_volumes(pos, amplitudes, sigma, box, apix)
+    mrcs = []
+    if vols is not None:
+        from ..io.mrc import write_mrc
+        if apix is None:
+            raise ValueError('Writing volumes needs the voxel size (apix, A).')
+        for m, v in enumerate(vols):
+            mrcs.append(write_mrc(os.path.join(folder, '%s_%03d.mrc' % (name, m)), v, apix))
+    return dict(pdb=pdb, mrc=mrcs, positions=pos)
