@@ -479,6 +479,10 @@ def write_report(results, report_dir):
                  cc['identity']['fsc_auc'], cc['identity']['res_fsc05'], cc['runner_up'],
                  cc['runner_up_score']['fsc_auc']), '']
     L += ['## The bar (three-mode set, 64 px, SNR 0.1)', ''] + bar_verdict(results) + ['']
+    if os.path.exists(os.path.join(report_dir, 'model_bar.md')):
+        L += ["The model's own bar (structures decoded against the true pseudo-atoms, an "
+              'oracle bound) is in [model_bar.md](model_bar.md) (`benchmarks/bench_model.py`).',
+              '']
     tp = plot_throughput(results['datasets'], os.path.join(report_dir, 'throughput.png'))
     if tp:
         L += ['![throughput](throughput.png)', '']
@@ -515,7 +519,8 @@ def write_report(results, report_dir):
           'decodes at the latent medoid of the particles of each true-coordinate bin, against '
           'the ground-truth volume of the bin median, both under a soft spherical mask.',
           '- Map distances (Flatiron challenge): masked maps normalised by median and standard '
-          'deviation; correlation = mean product; 1 - mean FSC over shells 1..D/2.',
+          "deviation; correlation = Pearson's r of the masked voxels; 1 - mean FSC over shells "
+          '1..D/2.',
           '- Latent recovery: |Spearman| between the first principal axis of the latents and '
           'the true coordinate (1D); for 2D motions the linear least-squares prediction of each '
           'true axis from the latents, averaged over axes. kNN error: mean distance in the true '

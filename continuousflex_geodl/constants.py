@@ -52,4 +52,4 @@ LATENT_SOURCES = ['latents of flexible particles (zFlex)',
                   'column of an Xmipp metadata file (.xmd)']
 
 #: Pathway kinds of ``landscape path`` (density, cryoTWIN ridgeline, principal axis)
-PATH_KINDS = ['density', 'ridgeline', 'pc']
+PATH_KINDS = ['density', 'ridgeline', 'pca']

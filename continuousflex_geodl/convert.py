@@ -496,13 +496,15 @@ def matchParticles(setA, setB):
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def latentsToParticlesFlex(inputSet, outSet, Z, ids=None, zred=None, flexAttrs=None):
+def latentsToParticlesFlex(inputSet, outSet, Z, ids=None, zred=None, flexAttrs=None,
+                           updateItem=None):
     """Copy ``inputSet`` into ``outSet`` (SetOfParticlesFlex) with ``Z[i]`` as zFlex.
 
     ``Z`` rows follow ascending particle id (as ``writeParticlesStar``);
     ``ids``, when given, is checked against that order.  ``zred`` (N, 2/3)
     optionally fills zRed (e.g. a PCA/UMAP embedding).  ``flexAttrs`` is
-    stored on the set's FlexInfo (``setAttr``).
+    stored on the set's FlexInfo (``setAttr``).  ``updateItem(item, i)`` is
+    called on each new particle before it is appended.
     """
     Z = np.asarray(Z, dtype=float)
     if Z.ndim != 2:
@@ -528,7 +530,9 @@ def latentsToParticlesFlex(inputSet, outSet, Z, ids=None, zred=None, flexAttrs=N
         out.setObjId(p.getObjId())
         out.setZFlex(Z[i])
         if zred is not None:
-            out.setZRed(np.asarray(zred[i], dtype=float))
+            out.setZRed(np.atleast_1d(np.asarray(zred[i], dtype=float)))
+        if updateItem is not None:
+            updateItem(out, i)
         outSet.append(out)
     if i + 1 != len(Z):
         raise ValueError('%d particles but %d latent rows.' % (i + 1, len(Z)))

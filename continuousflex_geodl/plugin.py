@@ -87,9 +87,15 @@ class Plugin(pwem.Plugin):
         return env
 
     @classmethod
-    def getProgram(cls):
-        """Program for ``Protocol.runJob``: ``<python> -m continuousflex_geodl``."""
-        return '%s -m %s' % (shlex.quote(cls.getPython()), const.CLI_MODULE)
+    def getProgram(cls, nproc=1):
+        """Program for ``Protocol.runJob``: ``<python> -m continuousflex_geodl``;
+        with ``nproc`` > 1, ``nproc`` data-parallel processes through torchrun
+        (one per GPU in CUDA_VISIBLE_DEVICES)."""
+        python = shlex.quote(cls.getPython())
+        if nproc and int(nproc) > 1:
+            return '%s -m torch.distributed.run --standalone --nproc_per_node %d -m %s' % (
+                python, int(nproc), const.CLI_MODULE)
+        return '%s -m %s' % (python, const.CLI_MODULE)
 
     @classmethod
     def defineBinaries(cls, env):

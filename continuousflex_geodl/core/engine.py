@@ -43,14 +43,14 @@ TRAIN_DEFAULTS = dict(
     batch_size=32,
     lr=2e-3,
     lr_final=0.1,          # cosine decay to lr * lr_final
-    pose_lr=0.05,          # degrees / A per visit of a particle
+    pose_lr=0.2,           # degrees / A per visit of a particle
     beta=0.125,            # weight of the latent rate (nats)
     w_knn=1.0,             # nats per A^2 of mean squared kNN edge strain
     knn_k=8,
     w_sinkhorn=0.1,        # nats per A^2 of Sinkhorn divergence
     sinkhorn_every=10,
     sinkhorn_points=1000,
-    sinkhorn_samples=2,    # latents per global batch used for the Sinkhorn term
+    sinkhorn_samples=1,    # latents per global batch used for the Sinkhorn term
     sinkhorn_blur=2.0,
     loss='nll',            # 'nll' (Fourier-weighted L2) or 'corr'
     mask_radius=0.9,       # fraction of the half box; 0 = no mask
@@ -178,9 +178,8 @@ def build_model(model_cfg, positions, amplitudes, enc_modes=None, dec_modes=None
 def loss_weights(model, device=None):
     """(Fourier low-pass weights, real-space mask) on the loss grid."""
     from .models import imaging
-    res = model.config['loss_resolution'] or 2.0 * model.apix
-    W = imaging.lowpass_weights(model.loss_box, model.loss_apix, max(res, 2 * model.loss_apix),
-                                device=device)
+    res = max(model.loss_resolution, 2 * model.loss_apix)
+    W = imaging.lowpass_weights(model.loss_box, model.loss_apix, res, device=device)
     return W
 
 
@@ -391,6 +390,11 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
             if k in changeable:
                 saved[k] = v
         settings = saved
+        if int(saved.get('n_particles', len(pset))) != len(pset):
+            raise ValueError('Cannot resume: the checkpoint in %s was trained on %d particles '
+                             'and this particle set has %d. Resume with the same particles, '
+                             'or train into a new folder.'
+                             % (out_dir, int(saved['n_particles']), len(pset)))
         state = torch.load(ckpt_path, map_location='cpu', weights_only=True)
     elif resume:
         print('No checkpoint in %s: starting a new training.' % out_dir, file=sys.stderr)

@@ -44,7 +44,10 @@ def image_correlation(F, F_hat, weights, mask=None):
 
 
 class KnnStrain(torch.nn.Module):
-    """Local distance preservation on the reference kNN graph (A^2 per edge)."""
+    """Local distance preservation on the reference kNN graph (A^2 per edge).
+
+    Edge vectors are one sparse product with the (E, N) incidence matrix.
+    """
 
     def __init__(self, reference, k=8):
         super().__init__()
@@ -54,14 +57,21 @@ class KnnStrain(torch.nn.Module):
         i = np.repeat(np.arange(len(ref)), nbr.shape[1])
         j = nbr.ravel()
         d0 = np.sqrt(((ref[i] - ref[j]) ** 2).sum(-1))
-        self.register_buffer('i', torch.as_tensor(i))
-        self.register_buffer('j', torch.as_tensor(j))
+        self.n = len(ref)
+        e = np.arange(len(i))
+        self.register_buffer('inc_idx', torch.as_tensor(np.stack([np.r_[e, e], np.r_[i, j]])))
+        self.register_buffer('inc_val', torch.as_tensor(np.r_[np.ones(len(i)), -np.ones(len(i))],
+                                                        dtype=torch.float32))
         self.register_buffer('d0', torch.as_tensor(d0, dtype=torch.float32))
 
     def forward(self, positions):
-        d = positions[:, self.i, :] - positions[:, self.j, :]
-        dist = torch.sqrt((d ** 2).sum(-1) + 1e-8)
-        return ((dist - self.d0) ** 2).mean(-1)
+        B, N, _ = positions.shape
+        inc = torch.sparse_coo_tensor(self.inc_idx, self.inc_val.to(positions.dtype),
+                                      (len(self.d0), N))
+        d = torch.sparse.mm(inc, positions.transpose(0, 1).reshape(N, B * 3))
+        d = d.view(-1, B, 3)
+        dist = torch.sqrt((d ** 2).sum(-1) + 1e-8)  # (E, B)
+        return ((dist - self.d0[:, None]) ** 2).mean(0)
 
 
 _SINKHORN = {}

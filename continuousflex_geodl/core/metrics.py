@@ -22,9 +22,10 @@ Map-to-map distances follow the Flatiron heterogeneity challenge
 (``cryo_challenge``): maps are masked, then normalised by subtracting the
 median and dividing by the standard deviation of the masked voxels
 ("median z-score"); ``l2`` is the squared Euclidean norm of the difference,
-``correlation`` the dot product divided by the number of masked voxels (so
-two identical normalised maps give about 1; the challenge leaves it
-undivided), ``one_minus_mean_fsc`` is ``1 - mean(FSC)`` over shells
+``correlation`` is Pearson's correlation of the masked voxels (the challenge
+uses the undivided dot product of the median-normalised maps, which is not
+bounded by 1; Pearson's r is that dot product with mean centring, divided by
+the voxel count), ``one_minus_mean_fsc`` is ``1 - mean(FSC)`` over shells
 ``1 .. D // 2`` of the masked, normalised maps, and ``res_fsc05`` the
 resolution (A) at FSC = 0.5 (here interpolated linearly between shells).
 """
@@ -208,9 +209,10 @@ def map_distances(map1, map2, apix=1.0, mask=None, normalise='median_zscore'):
     ``mask`` is an array of weights (e.g. :func:`soft_spherical_mask`), True
     for a default soft spherical mask, or None (no mask).  The maps are
     normalised with the statistics of the voxels of weight > 0.5
-    (``normalise=None`` skips this), then multiplied by the mask.  Returns a dict with ``l2``
-    (squared L2 norm of the difference over masked voxels), ``correlation``
-    (mean product over masked voxels), ``one_minus_mean_fsc`` (shells 1..D//2),
+    (``normalise=None`` skips this), then multiplied by the mask.  Returns a
+    dict with ``l2`` (squared L2 norm of the difference over masked voxels),
+    ``correlation`` (Pearson's r over masked voxels), ``one_minus_mean_fsc``
+    (shells 1..D//2),
     ``res_fsc05`` (A), ``res_fsc0143`` (A) and ``fsc_auc``.
     """
     a, b = _check_maps(map1, map2)
@@ -233,7 +235,7 @@ def map_distances(map1, map2, apix=1.0, mask=None, normalise='median_zscore'):
     freqs, curve = fsc(a, b, apix)
     return dict(
         l2=float(np.sum(diff ** 2)),
-        correlation=float(np.sum(a[sel] * b[sel]) / sel.sum()),
+        correlation=float(np.corrcoef(a[sel], b[sel])[0, 1]),
         one_minus_mean_fsc=float(1.0 - curve[1:].mean()),
         res_fsc05=resolution_at(freqs, curve, 0.5),
         res_fsc0143=resolution_at(freqs, curve, 0.143),

@@ -58,8 +58,9 @@ this docstring.)
 """
 import math
 
-#: default oversampling factor of the gridding
-DEFAULT_OVERSAMPLE = 2
+#: the automatic oversampling makes the fine spacing h = apix / factor satisfy
+#: sigma / h >= SIGMA_OVER_H (the error depends on sigma / h only, see above)
+SIGMA_OVER_H = 2.0
 
 
 def _good_size(n):
@@ -76,35 +77,112 @@ def _good_size(n):
         n += 1
 
 
-def _bspline3_weights(frac):
-    """Cubic B-spline weights (..., 4) of the grid points floor(t)-1 .. floor(t)+2."""
+def _bspline3_weights(frac, derivative=False):
+    """Cubic B-spline weights (..., 4) of the grid points floor(t)-1 .. floor(t)+2
+    (or their derivatives with respect to the fractional part ``frac``)."""
     import torch
     f = frac
     f2 = f * f
+    if derivative:
+        g = 1 - f
+        return torch.stack([-0.5 * g * g, 1.5 * f2 - 2 * f, -1.5 * f2 + f + 0.5,
+                            0.5 * f2], dim=-1)
     f3 = f2 * f
-    w0 = (1 - f) ** 3 / 6
-    w1 = (3 * f3 - 6 * f2 + 4) / 6
-    w2 = (-3 * f3 + 3 * f2 + 3 * f + 1) / 6
-    w3 = f3 / 6
-    return torch.stack([w0, w1, w2, w3], dim=-1)
+    g = 1 - f
+    return torch.stack([g * g * g / 6, 0.5 * f3 - f2 + 2 / 3,
+                        -0.5 * f3 + 0.5 * (f2 + f) + 1 / 6, f3 / 6], dim=-1)
 
 
-def choose_oversample(sigma, apix, oversample=DEFAULT_OVERSAMPLE):
-    """Oversampling factor: ``oversample`` or, if None, the smallest >= 2 with
-    ``sigma * factor / apix >= 1.5``."""
+def _spread_function():
+    """torch.autograd.Function scattering atoms onto the fine grid (built lazily
+    so that importing this module does not import torch)."""
+    global _SPREAD
+    if _SPREAD is not None:
+        return _SPREAD
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class Spread(torch.autograd.Function):
+        """grid[b, y, x] = sum_j a_bj w(t_bjy - y) w(t_bjx - x) (cubic B-spline).
+
+        Inputs: t (B, N, 2) fractional fine-grid indices (x, y), amp (B, N)
+        (zero for atoms to drop), M grid side.  The backward pass is written
+        out (one gather and two 4 x 4 contractions per atom) rather than
+        recorded op by op, which halves the memory traffic."""
+
+        @staticmethod
+        def forward(ctx, t, amp, M):
+            B, N, _ = t.shape
+            base = torch.floor(t).clamp_(1, M - 3)
+            frac = t - base
+            w = _bspline3_weights(frac)                       # (B, N, 2, 4)
+            vals = (w[..., 1, :] * amp.unsqueeze(-1)).unsqueeze(-1) * w[..., 0, :].unsqueeze(-2)
+            b = base.long()
+            corner = (b[..., 1] - 1) * M + (b[..., 0] - 1)    # (B, N)
+            flat = corner.unsqueeze(-1) + _offsets(M, t.device)
+            grid = torch.zeros((B, M * M), dtype=t.dtype, device=t.device)
+            grid.scatter_add_(1, flat.reshape(B, -1), vals.reshape(B, -1))
+            ctx.save_for_backward(frac, amp, corner)
+            ctx.M = M
+            return grid
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, G):
+            frac, amp, corner = ctx.saved_tensors
+            B, N = amp.shape
+            flat = (corner.unsqueeze(-1) + _offsets(ctx.M, G.device)).reshape(B, -1)
+            g = G.gather(1, flat).view(B, N, 4, 4)           # [y, x]
+            w = _bspline3_weights(frac)
+            dw = _bspline3_weights(frac, derivative=True)
+            gy = (g @ w[..., 0, :].unsqueeze(-1)).squeeze(-1)   # (B, N, 4[y])
+            gx = (w[..., 1, :].unsqueeze(-2) @ g).squeeze(-2)   # (B, N, 4[x])
+            grad_t = grad_amp = None
+            if ctx.needs_input_grad[0]:
+                grad_t = torch.stack([(gx * dw[..., 0, :]).sum(-1),
+                                      (gy * dw[..., 1, :]).sum(-1)], dim=-1) * amp.unsqueeze(-1)
+            if ctx.needs_input_grad[1]:
+                grad_amp = (gy * w[..., 1, :]).sum(-1)
+            return grad_t, grad_amp, None
+
+    _SPREAD = Spread
+    return Spread
+
+
+_SPREAD = None
+
+
+def _offsets(M, device):
+    """Flat offsets (16,) of the 4 x 4 stencil [y, x] on an M x M grid."""
+    import torch
+    r = torch.arange(4, device=device)
+    return (r.unsqueeze(1) * M + r).reshape(16)
+
+
+def _as_float(x):
+    """A Python float from a number or a (possibly differentiable) 0-d tensor."""
+    return float(x.detach()) if hasattr(x, 'detach') else float(x)
+
+
+def choose_oversample(sigma, apix, oversample=None):
+    """Oversampling factor: ``oversample`` if given, else the smallest integer
+    >= 1 with ``sigma * factor / apix >= SIGMA_OVER_H``."""
     if oversample is not None:
         oversample = int(oversample)
         if oversample < 1:
             raise ValueError('oversample must be a positive integer (got %r)' % oversample)
         return oversample
-    return max(2, int(math.ceil(1.5 * apix / float(sigma))))
+    sigma = _as_float(sigma)
+    if not sigma > 0:
+        raise ValueError('The Gaussian width sigma must be positive (got %r A)' % sigma)
+    return max(1, int(math.ceil(SIGMA_OVER_H * apix / sigma - 1e-9)))
 
 
-def fft_grid_sizes(box, sigma, apix, oversample=DEFAULT_OVERSAMPLE, pad=None):
+def fft_grid_sizes(box, sigma, apix, oversample=None, pad=None):
     """(factor, padded box Dp, pad P, fine size M) used by ``project_fft``."""
     factor = choose_oversample(sigma, apix, oversample)
     if pad is None:
-        pad = int(math.ceil(4.0 * float(sigma) / apix)) + 1
+        pad = int(math.ceil(4.0 * _as_float(sigma) / apix)) + 1
     Dp = _good_size(box + 2 * pad)
     P = (Dp - box) // 2
     return factor, Dp, P, factor * Dp
@@ -127,6 +205,9 @@ def project_fft(uv, amplitudes, sigma, box, apix, oversample=None,
                          % (tuple(uv.shape),))
     if box % 2:
         raise ValueError('The box size must be even (got %d pixels)' % box)
+    if not bool(torch.isfinite(uv).all()):
+        raise ValueError('Some atom image positions are not finite (NaN or inf): '
+                         'check the positions, rotations and shifts given to the projector.')
     B, N, _ = uv.shape
     if amplitudes.shape != (B, N):
         amplitudes = amplitudes.expand(B, N)
@@ -140,25 +221,14 @@ def project_fft(uv, amplitudes, sigma, box, apix, oversample=None,
     t = uv / h + (M // 2)                          # (B, N, 2) fractional indices
     base = torch.floor(t.detach())
     inside = ((base >= 1) & (base <= M - 3)).all(-1)
-    base = base.clamp(1, M - 3)
-    w = _bspline3_weights(t - base)                # (B, N, 2, 4)
     amp = amplitudes.to(dtype) * inside.to(dtype)
-    vals = (w[..., 1, :] * amp.unsqueeze(-1)).unsqueeze(-1) * w[..., 0, :].unsqueeze(-2)
-    b = base.long()
-    corner = (b[..., 1] - 1) * M + (b[..., 0] - 1)          # (B, N) flat index
-    offsets = (torch.arange(4, device=device).unsqueeze(1) * M
-               + torch.arange(4, device=device)).reshape(16)
-    flat = (corner.unsqueeze(-1) + offsets).reshape(B, -1)  # (B, N*16) [y, x]
-    grid = torch.zeros((B, M * M), dtype=dtype, device=device).scatter_add(
-        1, flat, vals.reshape(B, -1))
+    grid = _spread_function().apply(t, amp, M)     # (B, M * M)
 
     # 2. Gaussian transfer / B-spline deconvolution in Fourier space
     F = torch.fft.rfft2(grid.view(B, M, M))                 # (B, M, M // 2 + 1)
     fy = torch.fft.fftfreq(M, d=h, dtype=dtype, device=device)
     fx = torch.fft.rfftfreq(M, d=h, dtype=dtype, device=device)
-    sig = sigma if torch.is_tensor(sigma) else torch.tensor(float(sigma), dtype=dtype,
-                                                             device=device)
-    sig = sig.to(dtype)
+    sig = torch.as_tensor(sigma, dtype=dtype, device=device)
     gx = torch.exp(-2 * math.pi ** 2 * sig ** 2 * fx ** 2) / torch.sinc(fx * h) ** 4
     gy = torch.exp(-2 * math.pi ** 2 * sig ** 2 * fy ** 2) / torch.sinc(fy * h) ** 4
     scale = math.sqrt(2 * math.pi) * sig * (2 * math.pi * sig ** 2 / h ** 2)

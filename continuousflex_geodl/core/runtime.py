@@ -18,6 +18,9 @@ def setup(threads=None):
     keep the old denormal setting).  Safe to call more than once.
     """
     global _DONE
+    import warnings
+    # numpy's finfo warns once flush-to-zero is on; harmless here
+    warnings.filterwarnings('ignore', message='The value of the smallest subnormal')
     import torch
     torch.set_flush_denormal(True)
     if threads:

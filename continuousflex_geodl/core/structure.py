@@ -178,15 +178,18 @@ def _map_samples(vol, apix, threshold):
 
 
 def fit_to_map(volume, apix, n_atoms, method='kmeans', threshold=None, sigma=None,
-               max_voxels=100000, max_ot_samples=4000, n_iter=40, seed=0):
+               max_voxels=100000, max_ot_samples=20000, n_iter=10, seed=0):
     """Quantise a density map into ``n_atoms`` Gaussian pseudo-atoms.
 
     Voxels above ``threshold`` (default: 10 % of the 99th percentile of
     |density|) are point masses (density * apix^3).  ``method='kmeans'``:
     mass-weighted k-means (Lloyd) centres.  ``method='ot'``: optimal-transport
-    quantisation, a gradient flow of the N points on the debiased Sinkhorn
-    divergence (GeomLoss, p=2) to ``max_ot_samples`` voxels drawn by mass,
-    so every point carries about the same mass (``n_iter`` steps).
+    quantisation of the weighted voxels (at most ``max_ot_samples``, else
+    drawn by mass): the points start at their k-means centres and follow
+    ``n_iter`` steps of the Sinkhorn gradient flow (GeomLoss, p=2, blur
+    apix/2), each step moving every point to the barycentre of the mass it
+    receives under an equal-mass transport plan (no empty or overloaded
+    points).
     Positions are in A about the box centre (voxel D//2); amplitudes are the
     map mass of each point's Voronoi cell (sum = thresholded map integral);
     ``sigma`` defaults to half the median nearest spacing.
@@ -219,26 +222,31 @@ def fit_to_map(volume, apix, n_atoms, method='kmeans', threshold=None, sigma=Non
 
 
 def _ot_quantise(pts, w, n, apix, max_samples, n_iter, rng):
-    """Sinkhorn gradient flow of n uniform-mass points towards the voxel masses."""
+    """Equal-mass quantisation of the weighted voxels: k-means start, then a
+    Sinkhorn (entropic OT, p=2) gradient flow of the n uniform-mass points."""
     import torch
 
     from .runtime import init_keops
     init_keops()
     from geomloss import SamplesLoss
-    m = min(len(pts), max(int(max_samples), n))
-    pick = rng.choice(len(pts), m, replace=len(pts) < m, p=w / w.sum())
-    y = pts[pick] + rng.uniform(-0.5, 0.5, size=(m, 3)) * apix  # spread within voxels
-    x0 = y[rng.choice(m, n, replace=False)]
-    backend = 'tensorized' if n * m <= 2e7 else 'online'
-    blur = max(0.5 * apix, 0.5)
-    diameter = float(np.ptp(y, axis=0).max() + 2 * apix)
-    loss = SamplesLoss('sinkhorn', p=2, blur=blur, scaling=0.7, diameter=diameter,
-                       backend=backend)
-    Y = torch.as_tensor(y, dtype=torch.float32)
+    if len(pts) > max_samples:  # too many voxels: draw a subsample by mass
+        pick = rng.choice(len(pts), int(max_samples), replace=False, p=w / w.sum())
+        pts, w = pts[pick], np.ones(len(pick))
+    x0, _ = _weighted_kmeans(pts, w, n, int(rng.integers(1 << 31)))
+    if len(x0) < n:  # empty clusters: restart them on random voxels
+        x0 = np.concatenate([x0, pts[rng.choice(len(pts), n - len(x0), replace=False)]])
+    backend = 'tensorized' if n * len(pts) <= 2e7 else 'online'
+    diameter = float(np.ptp(pts, axis=0).max() + 2 * apix)
+    # debias=False: the voxel-voxel term does not depend on the points (and is
+    # the costly one); blur apix/2 keeps the entropic smoothing below a voxel
+    loss = SamplesLoss('sinkhorn', p=2, blur=max(0.5 * apix, 0.25), scaling=0.7,
+                       diameter=diameter, debias=False, backend=backend)
+    a = torch.full((n,), 1.0 / n, dtype=torch.float32)
+    b = torch.as_tensor(w / w.sum(), dtype=torch.float32)
+    Y = torch.as_tensor(pts, dtype=torch.float32)
     X = torch.as_tensor(x0, dtype=torch.float32).requires_grad_(True)
     for _ in range(int(n_iter)):
-        L = loss(X, Y)
-        g, = torch.autograd.grad(L, X)
+        g, = torch.autograd.grad(loss(a, X, b, Y), X)
         with torch.no_grad():
             X -= n * g  # x_i <- barycentre of the mass transported to x_i (p=2)
     return X.detach().double().numpy()
@@ -246,11 +254,12 @@ def _ot_quantise(pts, w, n, apix, max_samples, n_iter, rng):
 
 # ------------------------------------------------------------------ PDB files
 
-def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA'):
+def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA', remarks=()):
     """Pseudo-atoms as CA atoms of a PDB file; positions (M, N, 3) write M models.
 
     The B-factor column carries the amplitudes (scaled so that the largest
-    is 999 when they exceed the column).  Written atomically.
+    is 999 when they exceed the column).  ``chain``: one chain ID, or one per
+    atom.  ``remarks``: extra REMARK lines.  Written atomically.
     """
     from .fileio import atomic_write
     pos = np.asarray(positions, dtype=float)
@@ -259,25 +268,32 @@ def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA'):
     if pos.ndim != 3 or pos.shape[-1] != 3:
         raise ValueError('write_pdb: positions must be (N, 3) or (M, N, 3), got %s'
                          % (pos.shape,))
+    n = pos.shape[1]
     if not np.all(np.isfinite(pos)):
         raise ValueError('write_pdb: positions contain NaN or Inf')
     if np.abs(pos).max(initial=0) >= 1e4:
         raise ValueError('write_pdb: coordinates beyond the PDB format (|x| >= 10000 A)')
-    b = np.zeros(pos.shape[1]) if amplitudes is None else \
-        np.asarray(amplitudes, float).reshape(-1)
-    if b.shape != (pos.shape[1],):
-        raise ValueError('write_pdb: %d amplitudes for %d atoms' % (b.size, pos.shape[1]))
+    b = np.zeros(n) if amplitudes is None else np.asarray(amplitudes, float).reshape(-1)
+    if b.shape != (n,):
+        raise ValueError('write_pdb: %d amplitudes for %d atoms' % (b.size, n))
     if b.size and np.abs(b).max() >= 1000:
         b = b * (999.0 / np.abs(b).max())
+    chains = [chain] * n if isinstance(chain, str) else [str(c) for c in chain]
+    if len(chains) != n or any(len(c) != 1 for c in chains):
+        raise ValueError('write_pdb: chain must be one character or one per atom')
     multi = len(pos) > 1
     lines = ['REMARK   1 continuousflex_geodl pseudo-atoms (Gaussian centres, A); '
              'B-factor = amplitude']
+    lines += ['REMARK   2 %s' % r for r in remarks]
     for m, p in enumerate(pos):
         if multi:
             lines.append('MODEL     %4d' % (m + 1))
         for i, (x, y, z) in enumerate(p):
+            if i and chains[i] != chains[i - 1]:
+                lines.append('TER')
             lines.append('ATOM  %5d  CA  %3s %1s%4d    %8.3f%8.3f%8.3f  1.00%6.2f           C'
-                         % ((i + 1) % 100000, residue, chain, (i + 1) % 10000, x, y, z, b[i]))
+                         % ((i + 1) % 100000, residue, chains[i], (i + 1) % 10000, x, y, z,
+                            b[i]))
         lines.append('TER')
         if multi:
             lines.append('ENDMDL')
@@ -330,36 +346,13 @@ def load_structure(path, n_atoms=None, apix=None, method='kmeans'):
 
 # ------------------------------------------------------------------ normal modes
 
-def _anm_pairs(pos, cutoff):
-    from scipy.spatial import cKDTree
-    return cKDTree(pos).query_pairs(cutoff, output_type='ndarray').astype(np.int64)
-
-
-def anm_hessian(positions, cutoff=15.0, gamma=1.0):
-    """Sparse (3N, 3N) Hessian of the anisotropic network model (springs of
-    stiffness ``gamma`` between atoms closer than ``cutoff`` A)."""
-    import scipy.sparse as sp
-    pos = np.asarray(positions, dtype=np.float64)
-    pairs = _anm_pairs(pos, cutoff)
-    i, j = pairs[:, 0], pairs[:, 1]
-    d = pos[j] - pos[i]
-    k = gamma * d[:, :, None] * d[:, None, :] / np.sum(d ** 2, 1)[:, None, None]
-    R, C = np.meshgrid(np.arange(3), np.arange(3), indexing='ij')
-    bi, bj = (3 * i)[:, None, None], (3 * j)[:, None, None]
-    rows = np.concatenate([bi + R, bj + R, bi + R, bj + R]).ravel()
-    cols = np.concatenate([bj + C, bi + C, bi + C, bj + C]).ravel()
-    vals = np.concatenate([-k, -k, k, k]).ravel()
-    N3 = 3 * len(pos)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(N3, N3)), pairs
-
-
 def elastic_network_modes(positions, cutoff=None, n_modes=10, gamma=1.0,
                           return_eigenvalues=False):
     """Lowest non-rigid modes of the anisotropic network model (ANM).
 
     Springs of stiffness ``gamma`` between pseudo-atoms closer than ``cutoff``
     A (default: ``models.nma.default_cutoff``).  Returns (n_modes, N, 3)
-    modes, each of unit norm over the 3N coordinates and orthogonal to the 6
+    modes, orthonormal over the 3N coordinates and orthogonal to the 6
     rigid-body motions, ordered by increasing frequency (computed by
     ``models.nma.anm_modes``: dense or sparse eigensolver, subsampled and
     interpolated for very large clouds).  ``return_eigenvalues`` adds the
@@ -376,7 +369,8 @@ def elastic_network_modes(positions, cutoff=None, n_modes=10, gamma=1.0,
     v = v.reshape(3 * N, n_modes)  # (N, 3, M) -> (3N, M)
     rigid = _rigid_body_basis(pos)
     v = v - rigid @ (rigid.T @ v)
-    v /= np.linalg.norm(v, axis=0, keepdims=True)
+    q, _ = np.linalg.qr(v)  # exactly orthonormal in float64 (the solver gives float32)
+    v = q * np.sign(np.sum(q * v, axis=0))[None, :]  # keep the solver's signs
     modes = v.T.reshape(n_modes, N, 3)
     if not return_eigenvalues:
         return modes
@@ -484,3 +478,15 @@ def _compact_walk(plan, first, rng, step=3.8, min_nb=4.2, min_13=5.0, n_cand=48,
 def builtin_molecule_pdb():
     """Path of the shipped ``resources/builtin_molecule.pdb``."""
     return os.path.join(RESOURCES, 'builtin_molecule.pdb')
+
+
+def write_builtin_molecule_pdb(path):
+    """Write the built-in molecule as a PDB (chain A = domain 0, B = domain 1;
+    B-factor = amplitude; hinge in REMARK lines).  Regenerates the resource."""
+    m = builtin_molecule()
+    hp, ha = m.hinge_point, m.hinge_axis
+    return write_pdb(path, m.positions, m.amplitudes, chain=np.where(m.domains == 0, 'A', 'B'),
+                     remarks=['continuousflex_geodl built-in two-domain molecule (synthetic, '
+                              'structure.builtin_molecule())',
+                              'HINGE POINT %.3f %.3f %.3f AXIS %.4f %.4f %.4f'
+                              % (hp[0], hp[1], hp[2], ha[0], ha[1], ha[2])])

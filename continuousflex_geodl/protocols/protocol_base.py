@@ -64,16 +64,17 @@ class GeoDLProtBase(EMProtocol):
         n = self.numberOfThreads.get() if hasattr(self, 'numberOfThreads') else None
         return n or 1
 
-    def _runCli(self, command, args):
+    def _runCli(self, command, args, nproc=1):
         """Run ``continuousflex-geodl <command> <args>`` (args: list of str/num).
 
-        ``command`` may be several words (e.g. 'landscape analyze').
+        ``command`` may be several words (e.g. 'landscape analyze').  With
+        ``nproc`` > 1 it runs as ``nproc`` distributed processes (torchrun).
         """
         from .. import Plugin
         words = command.split() + [str(a) for a in args]
         gpus = self.getGpuList() if self._getDevice().startswith('cuda') else None
         env = Plugin.getEnviron(threads=self._getThreads(), gpus=gpus)
-        self.runJob(Plugin.getProgram(), ' '.join(shlex.quote(w) for w in words),
+        self.runJob(Plugin.getProgram(nproc), ' '.join(shlex.quote(w) for w in words),
                     env=env, numberOfMpi=1, numberOfThreads=1)
 
     # --------------------------- small utilities ----------------------------

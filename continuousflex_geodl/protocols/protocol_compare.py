@@ -21,13 +21,17 @@ def landscape_agreement(za, zb, k=10):
       landscape, are the neighbours in the other (normalised: ~1 unrelated,
       0 identical);
     * ``spearman_a_predicts_b`` / ``spearman_b_predicts_a``: |Spearman rho|
-      of each axis of one landscape with its linear prediction from the other.
+      of each axis of one landscape with its linear prediction from the other;
+    * ``canonical_correlations``: CCA between the two (invariant to any
+      invertible linear map of either; 1 = linearly equivalent).
 
-    Uses ``core.metrics`` (numpy / scipy only).
+    Uses ``core.metrics`` and ``core.landscape.diagnostics`` (numpy / scipy).
     """
     from ..core import metrics as m
+    from ..core.landscape.diagnostics import canonical_correlations
     k = int(min(k, len(za) - 1))
     return {
+        'canonical_correlations': canonical_correlations(za, zb).tolist(),
         'n_particles': int(len(za)),
         'k': k,
         'neighbourhood_overlap': m.neighbourhood_overlap(za, zb, k=k),
@@ -134,9 +138,11 @@ class GeoDLProtCompareLandscapes(GeoDLProtBase):
                            ('second_vs_truth', 'Second vs ground truth')):
             if key in res:
                 r = res[key]
-                lines.append('%s (%d particles): neighbourhood overlap %.3f, kNN error '
-                             '%.3f / %.3f, Spearman %s / %s'
-                             % (title, r['n_particles'], r['neighbourhood_overlap'],
+                lines.append('%s (%d particles): canonical correlations %s, neighbourhood '
+                             'overlap %.3f, kNN error %.3f / %.3f, Spearman %s / %s'
+                             % (title, r['n_particles'],
+                                np.round(r['canonical_correlations'], 3).tolist(),
+                                r['neighbourhood_overlap'],
                                 r['knn_error_a_in_b'], r['knn_error_b_in_a'],
                                 np.round(r['spearman_a_predicts_b'], 3).tolist(),
                                 np.round(r['spearman_b_predicts_a'], 3).tolist()))

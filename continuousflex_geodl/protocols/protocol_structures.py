@@ -9,7 +9,7 @@ from pwem.objects import AtomStruct, SetOfVolumesFlex
 from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
-from ..convert import gatherLatents, newVolume
+from ..convert import newVolume
 from .protocol_base import GeoDLProtBase, coreCommandFlags
 
 PATH_POINTS, PATH_LINEAR, PATH_LANDSCAPE = 0, 1, 2
@@ -52,9 +52,10 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
         form.addSection(label='Input')
         self._addDeviceParams(form)
         form.addParam('inputModel', params.PointerParam, pointerClass='GeoDLModel',
-                      important=True, label='Trained model',
+                      allowsNull=True, label='Trained model',
                       help='Output of the *train* protocol: it decodes latent points into '
-                           'structures.')
+                           'structures. For a pathway it may be left empty when the '
+                           'landscape run used a model.')
         form.addParam('pathType', params.EnumParam, choices=PATH_CHOICES, default=PATH_LINEAR,
                       label='Structures at', display=params.EnumParam.DISPLAY_LIST,
                       help='given latent points: one structure per point; straight line: '
@@ -71,16 +72,24 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
         form.addParam('endPoint', params.StringParam, default='',
                       condition='pathType == 1', label='End point',
                       help='Latent coordinates of the last structure, e.g. "1 0".')
-        form.addParam('inputParticles', params.PointerParam, pointerClass='SetOfParticlesFlex',
-                      condition='pathType == 2', allowsNull=True, label='Particles (latents)',
-                      help='Flexible particles from *predict latents* (their latent '
-                           'distribution defines the pathway).')
+        form.addParam('inputLandscape', params.PointerParam,
+                      pointerClass='GeoDLProtLandscape', condition='pathType == 2',
+                      allowsNull=True, label='Landscape run',
+                      help='A run of the *landscape* protocol: its latents, map and states '
+                           'define the pathway.')
         form.addParam('pathKind', params.EnumParam, choices=const.PATH_KINDS, default=0,
                       condition='pathType == 2', label='Pathway kind',
-                      help='density: through the most populated regions between the two '
-                           'most populated states; ridgeline: Ray-Lindsay ridgeline between '
-                           'mixture components (cryoTWIN); pc: along the first principal '
-                           'axis of the latents.')
+                      help='density: minimum free-energy path through the particles between '
+                           'two states; ridgeline: cryoTWIN ridgeline between the mixture '
+                           'components of two states; pca: along the first principal axis '
+                           '(5th to 95th percentile).')
+        line = form.addLine('States', condition='pathType == 2 and pathKind != 2',
+                            help='Start and end states (numbers as in the landscape output, '
+                                 'from 1); 0 and 0: the two states farthest apart.')
+        line.addParam('fromState', params.IntParam, default=0, label='from',
+                      help='Start state (1-based; 0 = automatic).')
+        line.addParam('toState', params.IntParam, default=0, label='to',
+                      help='End state (1-based; 0 = automatic).')
         form.addParam('nPoints', params.IntParam, default=10, validators=[params.Positive],
                       condition='pathType != 0', label='Number of structures',
                       help='Structures along the line or pathway.')
@@ -97,7 +106,7 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
 
     # --------------------------- STEPS functions -----------------------------
     def pointsStep(self):
-        zdim = self.inputModel.get().getZdim()
+        zdim = self._getZdim()
         kind = self.pathType.get()
         if kind == PATH_POINTS:
             pts = parse_points(self.points.get(), zdim)
@@ -105,19 +114,25 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
             pts = linear_path(parse_points(self.startPoint.get(), zdim)[0],
                               parse_points(self.endPoint.get(), zdim)[0], self.nPoints.get())
         else:
-            ids, Z = gatherLatents(self.inputParticles.get(), const.SOURCE_ZFLEX)
-            latents = self._absPath('particle_latents.npy')
-            np.save(latents, Z)
-            self._runCli('landscape path', [
-                '--latents', latents, '--out', self._absPath('pathway'),
-                '--kind', const.PATH_KINDS[self.pathKind.get()],
-                '--n-points', self.nPoints.get(),
-                '--model', os.path.abspath(self.inputModel.get().getModelDir())])
-            pts = np.load(self._findPathPoints())
+            self._runCli('landscape path', self._pathArgs())
+            pts = np.load(self._absPath('pathway', 'path_latents.npy'))
         np.save(self._absPath('points.npy'), np.asarray(pts, dtype=np.float32))
 
+    def _pathArgs(self):
+        land = self.inputLandscape.get()
+        args = ['--latents', land._getLatentsFile(), '--landscape', land._getLandscapeDir(),
+                '--out', self._absPath('pathway'),
+                '--kind', const.PATH_KINDS[self.pathKind.get()],
+                '--n-points', self.nPoints.get()]
+        if self.pathKind.get() != 2 and self.fromState.get() and self.toState.get():
+            args += ['--from-state', self.fromState.get() - 1,
+                     '--to-state', self.toState.get() - 1]
+        if self.pathKind.get() == 1 and land.usePrior.get() and land._getModelDir():
+            args += ['--prior', land._getModelDir()]
+        return args
+
     def decodeStep(self):
-        args = ['--model', os.path.abspath(self.inputModel.get().getModelDir()),
+        args = ['--model', self._getModelDir(),
                 '--latents', self._absPath('points.npy'),
                 '--out', self._absPath('structures'),
                 '--device', self._getDevice()]
@@ -126,44 +141,75 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
         self._runCli('decode', args)
 
     def createOutputStep(self):
-        model = self.inputModel.get()
+        apix = self._getSamplingRate()
         pts = np.load(self._absPath('points.npy'))
         out = self._getExtraPath('structures')
         outputs = {}
         if self.writeVolumes.get():
             vols = self._createSetOfVolumesFlex(progName=const.PROG_NAME)
-            vols.setSamplingRate(model.getSamplingRate())
-            vols.getFlexInfo().setAttr(const.FLEX_MODEL_DIR,
-                                       os.path.abspath(model.getModelDir()))
+            vols.setSamplingRate(apix)
+            vols.getFlexInfo().setAttr(const.FLEX_MODEL_DIR, self._getModelDir())
             vols.getFlexInfo().setAttr(const.FLEX_ZDIM, int(pts.shape[1]))
             for i, z in enumerate(pts):
-                vols.append(newVolume(os.path.join(out, 'vol_%03d.mrc' % i),
-                                      model.getSamplingRate(), z=z))
+                vols.append(newVolume(os.path.join(out, 'vol_%03d.mrc' % i), apix, z=z))
             outputs['outputVolumes'] = vols
         pdb = os.path.join(out, 'structures.pdb')
         if os.path.exists(pdb):
             outputs['outputStructures'] = AtomStruct(filename=pdb)
         self._defineOutputs(**outputs)
+        source = self.inputModel if self.inputModel.get() is not None else \
+            self.inputLandscape.get().inputParticles
         for obj in outputs.values():
-            self._defineSourceRelation(self.inputModel, obj)
+            self._defineSourceRelation(source, obj)
 
     # --------------------------- UTILS functions ----------------------------
-    def _findPathPoints(self):
-        folder = self._getExtraPath('pathway')
-        for name in ('path_latents.npy', 'path.npy', 'latents.npy', 'points.npy'):
-            fn = os.path.join(folder, name)
-            if os.path.exists(fn):
-                return fn
-        raise FileNotFoundError('The landscape path command wrote no latent points in %s.'
-                                % folder)
+    def _getModelDir(self):
+        """The chosen model, else the one the landscape run used (or None)."""
+        if self.inputModel.get() is not None:
+            return os.path.abspath(self.inputModel.get().getModelDir())
+        land = self.inputLandscape.get() if self.pathType.get() == PATH_LANDSCAPE else None
+        return land._getModelDir() if land is not None else None
+
+    def _getZdim(self):
+        if self.inputModel.get() is not None:
+            return self.inputModel.get().getZdim()
+        model = self._getModelDir()
+        if model and os.path.exists(os.path.join(model, 'config.json')):
+            return int(self._readJson(os.path.join(model, 'config.json'))['zdim'])
+        return None
+
+    def _getSamplingRate(self):
+        if self.inputModel.get() is not None:
+            return self.inputModel.get().getSamplingRate()
+        cfg = self._readJson(os.path.join(self._getModelDir(), 'config.json'), {})
+        return float(cfg.get('apix') or
+                     self.inputLandscape.get().inputParticles.get().getSamplingRate())
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
-        model = self.inputModel.get()
-        if model is None:
-            return ['Select a trained model.']
-        zdim = model.getZdim()
         kind = self.pathType.get()
+        if kind == PATH_LANDSCAPE:
+            land = self.inputLandscape.get()
+            if land is None:
+                return ['Select a landscape run whose latents define the pathway.']
+            if not coreCommandFlags('landscape path'):
+                return ['This version of continuousflex_geodl has no landscape path command; '
+                        'use given points or a straight line.']
+            if (self.fromState.get() or 0) < 0 or (self.toState.get() or 0) < 0:
+                return ['State numbers start at 1 (0: automatic).']
+            states = self._readJson(os.path.join(land._getLandscapeDir(), 'states.json'), {})
+            n = states.get('n_states')
+            if n is not None and self.pathKind.get() != 2:
+                if n < 2:
+                    return ['The landscape has a single state: a %s pathway needs two; use '
+                            'the pca pathway.' % const.PATH_KINDS[self.pathKind.get()]]
+                if max(self.fromState.get() or 0, self.toState.get() or 0) > n:
+                    return ['The landscape has %d states (1 to %d).' % (n, n)]
+                if self.fromState.get() and self.fromState.get() == self.toState.get():
+                    return ['The start and end states must differ.']
+        if self._getModelDir() is None:
+            return ['Select a trained model: it decodes the latent points into structures.']
+        zdim = self._getZdim()
         try:
             if kind == PATH_POINTS:
                 parse_points(self.points.get(), zdim)
@@ -172,12 +218,6 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
                 parse_points(self.endPoint.get(), zdim)
         except ValueError as exc:
             return [str(exc)]
-        if kind == PATH_LANDSCAPE:
-            if self.inputParticles.get() is None:
-                return ['Select the flexible particles whose latents define the pathway.']
-            if not coreCommandFlags('landscape path'):
-                return ['This version of continuousflex_geodl has no landscape path command; '
-                        'use given points or a straight line.']
         if kind != PATH_POINTS and self.nPoints.get() < 2:
             return ['A line or pathway needs at least 2 structures.']
         return []

@@ -134,7 +134,7 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
             raise ValueError('The selection is empty: no particle is in the chosen '
                              'states or region.')
         self._defineOutputs(outputParticles=outSet)
-        self._defineSubsetRelation(self.inputParticles, outSet)
+        self._defineSourceRelation(self.inputParticles, outSet)
 
     def _selectedIds(self, inSet):
         from ..core.landscape.subsets import parse_polygon

@@ -25,6 +25,7 @@ class GeoDLProtTrain(GeoDLProtBase):
     to elastic-network normal modes (HEMNMA-like).
 
     Needs particles with CTF and 3D angles (from a consensus refinement).
+    With several GPU ids, training runs data-parallel (one process per GPU).
     Training curves are in the model folder (history.json); use the
     *Continue* action to resume an interrupted (or extended: raise the
     epochs) training from the last checkpoint.
@@ -135,7 +136,13 @@ class GeoDLProtTrain(GeoDLProtBase):
             normalModesToNpz(self.inputModes.get(), self._getModesFile())
 
     def trainStep(self, *args):
-        self._runCli('train', self._trainArgs())
+        self._runCli('train', self._trainArgs(), nproc=self._nproc())
+
+    def _nproc(self):
+        """One data-parallel process per GPU when several GPUs are given."""
+        if self._getDevice().startswith('cuda'):
+            return max(1, len(self.getGpuList()))
+        return 1
 
     def createOutputStep(self):
         parts = self.inputParticles.get()

@@ -189,3 +189,31 @@ def test_ddp_two_processes_match_one(toy, tmp_path):
     w1, w2 = _state(os.path.join(one, 'weights.pt')), _state(os.path.join(two, 'weights.pt'))
     for k in w1:
         assert torch.allclose(w1[k], w2[k], rtol=1e-3, atol=1e-4), k
+
+
+def test_pose_refinement_moves_poses_towards_the_truth(tmp_path):
+    """Homogeneous particles given perturbed poses (3 deg, 1 A): the refined
+    poses written by train are closer to the true ones."""
+    from scipy.spatial.transform import Rotation
+    from continuousflex_geodl.core.geometry import (euler_to_matrix, matrix_to_euler,
+                                                    rotation_angle_deg)
+    parts, truth = make_toy_particles(n=192, box=32, apix=4.0, n_atoms=100, snr=1.0,
+                                      max_angle=0.0, seed=5)
+    rng = np.random.default_rng(0)
+    n = len(parts)
+    R_true = euler_to_matrix(*parts.euler.T)
+    R_bad = Rotation.from_rotvec(rng.normal(size=(n, 3)) * np.radians(3.0) / np.sqrt(3)) \
+        .as_matrix() @ R_true
+    bad = parts.subset(np.arange(n))
+    bad.euler = np.stack(matrix_to_euler(R_bad), 1)
+    bad.shifts = parts.shifts + rng.normal(0, 1.0, (n, 2))
+    out = str(tmp_path / 'm')
+    engine.train(bad, (truth['reference'], truth['amplitudes'], truth['sigma']), out,
+                 refine_poses=True, epochs=10, log_every=0, zdim=2, threads=1)
+    d = np.load(os.path.join(out, 'refined_poses.npz'))
+    ang0 = rotation_angle_deg(R_bad, R_true).mean()
+    ang1 = rotation_angle_deg(euler_to_matrix(*d['euler'].T), R_true).mean()
+    sh0 = np.linalg.norm(bad.shifts - parts.shifts, axis=1).mean()
+    sh1 = np.linalg.norm(d['shifts'] - parts.shifts, axis=1).mean()
+    assert ang1 < 0.85 * ang0, (ang0, ang1)
+    assert sh1 < 0.6 * sh0, (sh0, sh1)

@@ -139,17 +139,19 @@ def test_map_distances_identical_and_correlation_equals_pearson():
     a = _white_map(rng, D) + 3.0
     d = metrics.map_distances(a, a, apix=2.0, mask=True)
     assert d['l2'] == pytest.approx(0.0, abs=1e-9)
+    assert d['correlation'] == pytest.approx(1.0)
     assert d['one_minus_mean_fsc'] == pytest.approx(0.0, abs=1e-9)
     assert d['res_fsc05'] == pytest.approx(4.0)          # Nyquist, 2 * apix
     assert d['fsc_auc'] == pytest.approx(0.5)
-    # with a binary mask and z-score normalisation the correlation is Pearson's r
-    # and the squared L2 distance is 2 n (1 - r)
+    # the correlation is Pearson's r of the masked voxels; with a binary mask and
+    # z-score normalisation the squared L2 distance is 2 n (1 - r)
     b = 0.6 * a + 0.8 * _white_map(rng, D)
     mask = metrics.soft_spherical_mask(D, radius=9, width=0)
     sel = mask > 0.5
     d = metrics.map_distances(a, b, mask=mask, normalise='zscore')
     r = np.corrcoef(a[sel], b[sel])[0, 1]
     assert d['correlation'] == pytest.approx(r, rel=1e-9)
+    assert metrics.map_distances(a, b, mask=mask)['correlation'] == pytest.approx(r, rel=1e-9)
     assert d['l2'] == pytest.approx(2 * sel.sum() * (1 - r), rel=1e-9)
 
 

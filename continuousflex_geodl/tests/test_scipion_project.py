@@ -54,6 +54,10 @@ def _launch(proj, prot):
                 logs += open(fn).read()[-3000:]
         pytest.fail('%s did not finish (%s): %s\n%s' % (prot.getRunName(), prot.getStatus(),
                                                          prot.getErrorMessage(), logs))
+    # the info panel of a finished run renders (summary, methods, citations)
+    assert prot.summary() and 'not ready' not in ' '.join(prot.summary())
+    prot.methods()
+    prot.citations()
     return prot
 
 
@@ -113,15 +117,20 @@ def test_train_registers_a_model(trained):
         assert os.path.exists(os.path.join(model.getModelDir(), fn)), fn
 
 
-def test_predict_outputs_flex_particles_in_order(project, simulated, trained):
-    from continuousflex_geodl import constants as const
+@pytest.fixture(scope='module')
+def predicted(project, simulated, trained):
     from continuousflex_geodl.protocols import GeoDLProtPredict
     prot = project.newProtocol(GeoDLProtPredict, numberOfThreads=1)
     prot.inputModel.set(trained)
     prot.inputModel.setExtended('outputModel')
     prot.inputParticles.set(simulated)
     prot.inputParticles.setExtended('outputParticles')
-    _launch(project, prot)
+    return _launch(project, prot)
+
+
+def test_predict_outputs_flex_particles_in_order(simulated, predicted):
+    from continuousflex_geodl import constants as const
+    prot = predicted
     out = prot.outputParticles
     Z = np.load(prot._getExtraPath('latents.npy'))
     assert Z.shape == (N_PARTICLES, 2) and np.all(np.isfinite(Z))
@@ -219,3 +228,88 @@ def test_structures_along_a_line_match_direct_decoding(project, trained):
     model = load_model(trained.outputModel.getModelDir())
     pos = decode_positions(model, expected.astype(np.float32))
     np.testing.assert_allclose(np.array(models), pos, atol=2e-3)
+
+
+def _partition_matches(a, b):
+    """True when labellings a and b are the same partition (up to renaming)."""
+    pairs = set(zip(a, b))
+    return len(pairs) == len(set(a)) == len(set(b))
+
+
+def test_landscape_of_ground_truth_recovers_states_and_subsets(project, simulated):
+    """Landscape of the true coordinates (three well-separated populations): the
+    3 states must be exactly the simulated ones; a state subset is exact."""
+    import json
+    from continuousflex_geodl import constants as const
+    from continuousflex_geodl.protocols import GeoDLProtLandscape, GeoDLProtSubset
+    land = project.newProtocol(GeoDLProtLandscape, source=const.SOURCE_ATTR,
+                               attrName=const.ATTR_GT_COORD, nStates='3', stateMethod=1,
+                               bootstrap=2, feBootstrap=2)
+    land.inputParticles.set(simulated)
+    land.inputParticles.setExtended('outputParticles')
+    _launch(project, land)
+    parts = land.outputParticles
+    emb = np.load(land._getExtraPath('landscape', 'embedding.npy'))
+    with open(land._getExtraPath('landscape', 'states.json')) as f:
+        states = json.load(f)
+    found, truth, ids = [], [], []
+    for i, p in enumerate(parts.iterItems(orderBy='id')):
+        np.testing.assert_allclose(p.getZRed(), emb[i], rtol=1e-5, atol=1e-6)
+        found.append(int(getattr(p, const.ATTR_STATE).get()))
+        truth.append(int(getattr(p, const.ATTR_GT_STATE).get()))
+        ids.append(p.getObjId())
+        assert getattr(p, const.ATTR_DG).get() >= 0.0
+    assert _partition_matches(found, truth), (found, truth)
+    classes = land.outputClasses
+    assert classes.getSize() == 3 == states['n_states']
+    for cls in classes.iterItems(orderBy='id'):
+        members = [p.getObjId() for p in cls.iterItems()]
+        expected = [pid for pid, s in zip(ids, found) if s == cls.getObjId()]
+        assert sorted(members) == sorted(expected)
+        assert len(members) / N_PARTICLES == pytest.approx(
+            states['populations'][cls.getObjId() - 1])
+    assert not land.hasAttribute('outputVolumes')  # no model: no maps
+
+    sub = project.newProtocol(GeoDLProtSubset, selection=0, states='2')
+    sub.inputParticles.set(land)
+    sub.inputParticles.setExtended('outputParticles')
+    _launch(project, sub)
+    got = sorted(p.getObjId() for p in sub.outputParticles.iterItems())
+    assert got == sorted(pid for pid, s in zip(ids, found) if s == 2)
+
+
+def test_landscape_with_model_maps_and_pathway(project, predicted):
+    """Landscape of the predicted latents (model taken from the particles):
+    state maps decoded; a density pathway decoded in path order."""
+    import json
+    from continuousflex_geodl.protocols import GeoDLProtLandscape, GeoDLProtStructures
+    land = project.newProtocol(GeoDLProtLandscape, nStates='2', stateMethod=1, bootstrap=2,
+                               feBootstrap=2)
+    land.inputParticles.set(predicted)
+    land.inputParticles.setExtended('outputParticles')
+    _launch(project, land)
+    centres = np.load(land._getExtraPath('landscape', 'state_centres.npy'))
+    vols = [v.clone() for v in land.outputVolumes.iterItems(orderBy='id')]
+    assert len(vols) == 2
+    for s, v in enumerate(vols):
+        assert os.path.exists(v.getFileName())
+        np.testing.assert_allclose(v.getZFlex(), centres[s], rtol=1e-5, atol=1e-6)
+    for cls in land.outputClasses.iterItems(orderBy='id'):
+        rep = cls.getRepresentative()
+        assert os.path.exists(rep.getFileName())
+    assert os.path.exists(land.outputStructures.getFileName())
+
+    path = project.newProtocol(GeoDLProtStructures, pathType=2, pathKind=0, nPoints=4,
+                               writeVolumes=False)
+    path.inputLandscape.set(land)
+    _launch(project, path)
+    pts = np.load(path._getExtraPath('pathway', 'path_latents.npy'))
+    assert pts.shape == (4, 2)
+    with open(path._getExtraPath('pathway', 'path.json')) as f:
+        info = json.load(f)
+    assert info['kind'] == 'density'
+    np.testing.assert_allclose(np.load(path._getExtraPath('points.npy')), pts, atol=1e-6)
+    n_models = sum(1 for line in open(path.outputStructures.getFileName())
+                   if line.startswith('MODEL'))
+    assert n_models == 4
+    assert not path.hasAttribute('outputVolumes')

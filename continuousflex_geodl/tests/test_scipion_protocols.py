@@ -16,7 +16,6 @@ if _SKIP is None:
     from pwem.objects import (Acquisition, AtomStruct, CTFModel, Particle, SetOfParticles,
                               Transform, Volume)
 
-    from continuousflex_geodl import constants as const
     from continuousflex_geodl.objects import GeoDLModel
     from continuousflex_geodl.protocols import (GeoDLProtPredict, GeoDLProtSimulate,
                                                 GeoDLProtTrain)
@@ -209,11 +208,13 @@ def test_landscape_agreement_known_answers():
     assert rot['neighbourhood_overlap'] == pytest.approx(1.0)
     assert rot['spearman_b_predicts_a'] == pytest.approx([1.0, 1.0])
     assert rot['knn_error_a_in_b'] == pytest.approx(same['knn_error_a_in_b'])
+    assert rot['canonical_correlations'] == pytest.approx([1.0, 1.0])
     # unrelated coordinates: chance level
     other = landscape_agreement(a, rng.normal(size=(300, 2)), k=10)
     assert other['neighbourhood_overlap'] < 0.15
     assert other['knn_error_a_in_b'] > 0.8 > 3 * same['knn_error_a_in_b']
     assert max(other['spearman_a_predicts_b']) < 0.3
+    assert max(other['canonical_correlations']) < 0.3
 
 
 def test_structures_points_and_validation(tmp_path):
@@ -230,3 +231,73 @@ def test_structures_points_and_validation(tmp_path):
     assert prot._validate() == []
     prot.nPoints.set(1)
     assert any('at least 2' in e for e in prot._validate())
+
+
+def test_multi_gpu_training_runs_data_parallel(tmp_path):
+    from continuousflex_geodl import Plugin
+    prot = GeoDLProtTrain(useGpu=True, gpuList='0,1')
+    assert prot._getDevice() == 'cuda' and prot._nproc() == 2
+    prog = Plugin.getProgram(prot._nproc())
+    assert '-m torch.distributed.run' in prog and '--nproc_per_node 2' in prog
+    assert prog.endswith('-m continuousflex_geodl')
+    assert Plugin.getEnviron(gpus=prot.getGpuList())['CUDA_VISIBLE_DEVICES'] == '0,1'
+    cpu = GeoDLProtTrain(useGpu=False, gpuList='0,1')
+    assert cpu._getDevice() == 'cpu' and cpu._nproc() == 1
+    assert Plugin.getProgram(1).endswith('-m continuousflex_geodl')
+    # torchrun accepts exactly these launcher options (it parses them itself)
+    from torch.distributed.run import get_args_parser
+    launcher = prog.split('-m torch.distributed.run', 1)[1].rsplit('-m continuousflex_geodl', 1)[0]
+    ns = get_args_parser().parse_args(launcher.split() + ['-m', 'x'])
+    assert ns.standalone and ns.nproc_per_node == '2' and ns.module
+
+
+def test_landscape_and_path_command_lines_parse(tmp_path):
+    from continuousflex_geodl.protocols import GeoDLProtLandscape, GeoDLProtStructures
+    (tmp_path / 'model').mkdir()
+    land = GeoDLProtLandscape(embedding=1, nStates='bic', stateMethod=1, usePrior=True,
+                              barrier=2.0, minPopulation=0.05, units=1, temperature=277.0,
+                              bootstrap=5, feBootstrap=7, seed=3)
+    land.setWorkingDir(str(tmp_path / 'land'))
+    land.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'model'), zdim=2, box=32, apix=2.0))
+    a = _parse('landscape analyze', land._analyzeArgs())
+    assert (a.embedding, a.n_states, a.method, a.barrier, a.min_population, a.units,
+            a.temperature, a.bootstrap, a.fe_bootstrap, a.seed, a.model, a.prior) == \
+        ('umap', 'bic', 'kmeans', 2.0, 0.05, 'kcal/mol', 277.0, 5, 7, 3,
+         str(tmp_path / 'model'), str(tmp_path / 'model'))
+    assert a.latents.startswith(str(tmp_path / 'land'))
+    path = GeoDLProtStructures(pathType=2, pathKind=1, nPoints=6, fromState=2, toState=3)
+    path.setWorkingDir(str(tmp_path / 'path'))
+    path.inputLandscape.set(land)
+    p = _parse('landscape path', path._pathArgs())
+    assert (p.kind, p.n_points, p.from_state, p.to_state, p.landscape, p.prior) == \
+        ('ridgeline', 6, 1, 2, land._getLandscapeDir(), str(tmp_path / 'model'))
+    assert path._getModelDir() == str(tmp_path / 'model')
+
+
+def test_pathway_validation_reads_the_landscape_states(tmp_path):
+    import json
+    from continuousflex_geodl.protocols import GeoDLProtLandscape, GeoDLProtStructures
+    (tmp_path / 'model').mkdir()
+    with open(tmp_path / 'model' / 'config.json', 'w') as f:
+        json.dump({'zdim': 2, 'apix': 2.0}, f)
+    land = GeoDLProtLandscape()
+    land.setWorkingDir(str(tmp_path / 'land'))
+    land.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'model'), zdim=2, box=32, apix=2.0))
+    os.makedirs(land._getLandscapeDir())
+    with open(os.path.join(land._getLandscapeDir(), 'states.json'), 'w') as f:
+        json.dump({'n_states': 1}, f)
+    path = GeoDLProtStructures(pathType=2, pathKind=0, nPoints=5)
+    path.inputLandscape.set(land)
+    assert any('single state' in e for e in path._validate())
+    path.pathKind.set(2)  # pca works with one state
+    assert path._validate() == []
+    with open(os.path.join(land._getLandscapeDir(), 'states.json'), 'w') as f:
+        json.dump({'n_states': 3}, f)
+    path.pathKind.set(0)
+    path.fromState.set(1)
+    path.toState.set(4)
+    assert any('3 states' in e for e in path._validate())
+    path.toState.set(1)
+    assert any('must differ' in e for e in path._validate())
+    path.toState.set(3)
+    assert path._validate() == []

@@ -2,4 +2,18 @@
 
 They draw what the core computed (training curves, landscapes, paths); the
 plotting itself is testable headlessly with the Agg backend.
+
+Every viewer module is imported here explicitly: Scipion finds viewers by
+the classes of this package, and a failing import would silently hide them
+(``tests/test_scipion_registry.py`` checks their registration).  Figures come
+from ``plotting`` and animations from ``animation`` (both Scipion-free);
+each display method takes ``save_path`` to write its figure headlessly and
+``viewer.saveAll(folder)`` writes all of them.
 """
+from .viewer_train import GeoDLTrainViewer
+from .viewer_latents import GeoDLLatentsViewer
+from .viewer_landscape import GeoDLLandscapeViewer
+from .viewer_pathway import GeoDLPathwayViewer
+
+#: viewer modules of this package
+VIEWER_MODULES = ['viewer_train', 'viewer_latents', 'viewer_landscape', 'viewer_pathway']

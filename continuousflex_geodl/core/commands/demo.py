@@ -1,7 +1,7 @@
 """Run the whole chain on the built-in synthetic dataset and print where the outputs are.
 
-simulate -> train -> infer -> landscape analyze -> landscape path (density,
-with decoded structures) -> decode states -> animated GIF + ChimeraX script.
+simulate -> train -> infer -> landscape analyze -> landscape path (first
+principal axis, with decoded structures) -> decode states -> animated GIF + ChimeraX script.
 
 With ``--scipion`` (the default when Scipion is installed) the same chain runs
 as Scipion protocols in a fresh headless Scipion project inside ``--out``
@@ -61,12 +61,34 @@ def run_core(args):
     _step('landscape', ['landscape', 'analyze', '--latents', z, '--out', land,
                         '--model', model])
     _step('pathway', ['landscape', 'path', '--latents', z, '--out', path,
-                      '--kind', 'density', '--model', model])
+                      '--kind', 'pca', '--model', model])
+    gif, cxc = _animate(model, path, os.path.join(sim, 'particles.star'))
     print('\nOutputs (core demo):')
     for name, p in [('simulated particles', sim), ('trained model', model),
-                    ('latents', z), ('landscape', land), ('pathway', path)]:
+                    ('latents', z), ('landscape', land), ('pathway', path),
+                    ('animation (GIF)', gif), ('ChimeraX script', cxc)]:
         print('  %-20s %s' % (name, p))
     return 0
+
+
+def _animate(model, path_dir, particles):
+    """GIF of the decoded path structures and a ChimeraX script for its MRC series."""
+    import glob
+
+    import numpy as np
+
+    from ..animate import write_chimerax_script, write_projection_gif
+    from ..particles import load_particles
+    from ..structure import read_pdb
+    pset = load_particles(particles)
+    with np.load(os.path.join(model, 'reference.npz')) as ref:
+        amps, sigma = ref['amplitudes'], float(ref['sigma'])
+    positions = read_pdb(os.path.join(path_dir, 'path.pdb'))
+    gif = os.path.join(path_dir, 'path.gif')
+    write_projection_gif(gif, positions, amps, sigma, pset.box, pset.apix)
+    cxc = write_chimerax_script(os.path.join(path_dir, 'path.cxc'),
+                                sorted(glob.glob(os.path.join(path_dir, 'path_*.mrc'))))
+    return gif, cxc
 
 
 def main(args):

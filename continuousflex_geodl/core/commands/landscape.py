@@ -42,6 +42,9 @@ landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
                                kmeans_centres, nodes/node_labels (basins)
   DIR/state_centres.npy        (S, K) float32 latent point of each state
   DIR/state_centres_embedding.npy  (S, 2) float32
+  DIR/latent_dG.npz            (with --latent-dG) dG (N,) of every particle directly
+                               in latent space (KDE), dG_std (bootstrap, NaN
+                               without --latent-bootstrap), units, temperature_K, kT
   DIR/landscape.png            free-energy map with numbered states + populations
   DIR/summary.json             settings, PCA explained variance, free-energy
                                convention, the states.json content, centre_dG,
@@ -165,6 +168,11 @@ def add_args(parser):
                    help='grid cells per axis of the map (default: automatic, 64-400)')
     p.add_argument('--bandwidth', default='scott',
                    help="KDE width: 'scott', 'silverman' or a number in embedding units")
+    p.add_argument('--latent-dG', action='store_true',
+                   help='also compute each particle\'s dG directly in latent space '
+                        '(latent_dG.npz)')
+    p.add_argument('--latent-bootstrap', type=int, default=0,
+                   help='bootstrap replicates for the latent-space dG error (default 0)')
     _units_args(p)
     _decoder_args(p)
 
@@ -292,6 +300,7 @@ def main(args):
                   max_fit=args.max_fit, n_boot=args.bootstrap, fe_boot=args.fe_bootstrap,
                   bins=args.bins, bandwidth=_bandwidth(args.bandwidth), units=args.units,
                   temperature=args.temperature, seed=args.seed,
+                  latent_dG=args.latent_dG, latent_boot=args.latent_bootstrap,
                   decoder=make_decoder(args.model, args.device, not args.no_volumes))
     elif action == 'path':
         z = P.load_latents(args.latents)

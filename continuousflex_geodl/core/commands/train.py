@@ -34,10 +34,13 @@ def add_args(p):
     p.add_argument('--nma-modes', type=int, default=0,
                    help='restrict displacements to this many elastic-network normal modes '
                         '(0: free-form point-network field, default)')
+    p.add_argument('--learn-amplitudes', action='store_true',
+                   help='also learn per-atom amplitude changes with the conformation')
     p.add_argument('--encoder-inputs', default=None,
                    help="'modes', 'image' or 'modes+image' (default modes+image)")
     p.add_argument('--loss-resolution', type=float, default=None,
-                   help='highest resolution (A) used in the image loss (default: Nyquist)')
+                   help='highest resolution (A) used in the image loss (default: auto, '
+                        'where the pseudo-atoms fall to 2%% of their amplitude; 0: Nyquist)')
     p.add_argument('--time-limit', type=float, default=None,
                    help='stop at the end of the epoch that would exceed this many minutes')
     p.add_argument('--resume', action='store_true', help='continue from the last checkpoint in --out')
@@ -59,6 +62,8 @@ def main(args):
                     time_limit=args.time_limit)
     if args.nma_modes:
         settings.update(decoder='nma', nma_modes=int(args.nma_modes))
+    if args.learn_amplitudes:
+        settings['dec_amplitudes'] = True
     if args.encoder_inputs:
         settings['encoder_inputs'] = args.encoder_inputs
     if args.w_knn is not None:

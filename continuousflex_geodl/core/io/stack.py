@@ -131,10 +131,10 @@ class ImageSource:
     ``refs`` is a sequence of (stack file, 0-based index in it).  References
     to the same file are grouped: a batch reads each stack once, in index
     order.  At most ``max_open`` stacks stay mapped (least recently used
-    are dropped).
+    are dropped; their validated layout is kept, so re-mapping is cheap).
     """
 
-    def __init__(self, refs, max_open=64):
+    def __init__(self, refs, max_open=256):
         self.files = []
         fid = {}
         file_idx, img_idx = [], []
@@ -149,11 +149,11 @@ class ImageSource:
         self.file_idx = np.asarray(file_idx, dtype=np.int64)
         self.img_idx = np.asarray(img_idx, dtype=np.int64)
         self.max_open = max_open
-        self._open = OrderedDict()
+        self._open, self._layout = OrderedDict(), {}
         self._box = None
 
     @classmethod
-    def from_arrays(cls, files, file_idx, img_idx, max_open=64):
+    def from_arrays(cls, files, file_idx, img_idx, max_open=256):
         """Fast constructor: ``files`` list, per-image file index and 0-based image index."""
         new = cls.__new__(cls)
         new.files = [os.fspath(f) for f in files]
@@ -161,7 +161,7 @@ class ImageSource:
         new.img_idx = np.asarray(img_idx, dtype=np.int64)
         if new.file_idx.shape != new.img_idx.shape:
             raise ValueError('ImageSource: file and image index arrays differ in length')
-        new.max_open, new._open, new._box = max_open, OrderedDict(), None
+        new.max_open, new._open, new._layout, new._box = max_open, OrderedDict(), {}, None
         return new
 
     @classmethod
@@ -177,7 +177,14 @@ class ImageSource:
         if s is not None:
             self._open.move_to_end(k)
             return s
-        s = open_image_file(self.files[k])
+        layout = self._layout.get(k)
+        if layout is not None:  # validated before: re-map without parsing the header
+            s = np.memmap(self.files[k], mode='r', dtype=layout[0], shape=layout[1],
+                          offset=layout[2])
+        else:
+            s = open_image_file(self.files[k])
+            if isinstance(s, np.memmap):
+                self._layout[k] = (s.dtype, s.shape, s.offset)
         self._open[k] = s
         if len(self._open) > self.max_open:
             self._open.popitem(last=False)
@@ -238,6 +245,7 @@ class ImageSource:
         new.file_idx = self.file_idx[idx]
         new.img_idx = self.img_idx[idx]
         new.max_open, new._open, new._box = self.max_open, OrderedDict(), self._box
+        new._layout = self._layout  # same files: share the validated layouts
         return new
 
     def single_stack(self):

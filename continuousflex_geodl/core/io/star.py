@@ -306,10 +306,8 @@ def _split_optics(df, apix, box):
     ocols = [c for c in OPTICS_LABELS if c in df.columns] + \
         [c for c in _CTF_OPTICS if c in df.columns]
     if ocols:
-        key = df[ocols].astype(str).agg('\x1f'.join, axis=1) if len(ocols) > 1 \
-            else df[ocols[0]].astype(str)
-        codes = pd.factorize(key)[0]
-        order = np.unique(codes, return_index=True)[1]
+        codes = df.groupby(ocols, sort=False, dropna=False).ngroup().to_numpy()
+        order = np.unique(codes, return_index=True)[1]  # first particle of each group
         first = df.iloc[order][ocols].reset_index(drop=True)
     else:
         codes = np.zeros(len(df), dtype=np.int64)

@@ -92,7 +92,7 @@ def pca_path(z, axis=0, n_points=10, percentiles=(5.0, 95.0), pca=None):
 # -------------------------------------------------------- density (graph)
 
 def density_path(z, start, end, n_points=20, knn=10, max_nodes=20000, alpha=1.0,
-                 log_density=None, bandwidth='scott', smooth=1.0, seed=0):
+                 log_density=None, bandwidth='cv', smooth=1.0, seed=0):
     """Minimum-cost path through the particles from ``start`` to ``end``.
 
     ``start``/``end`` latent points (K,).  ``log_density`` optional callable

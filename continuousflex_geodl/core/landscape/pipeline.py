@@ -70,12 +70,16 @@ def _axis_labels(method):
 def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, barrier=1.0,
             min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=20,
             fe_boot=50, bins=None, bandwidth='scott', units='kT',
-            temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, log=print):
+            temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, latent_dG=False,
+            latent_boot=0, log=print):
     """Embedding, free-energy map, states (+ structures at the state centres).
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an
     optional dict(decode_fn=..., volume_fn=..., apix=..., amplitudes=...,
     sigma=..., box=...) to write the structures at the state centres.
+    ``latent_dG``: also dG of every particle directly in latent space
+    (``latent_dG.npz``; a KDE of 5,000 particles evaluated at all N, with
+    ``latent_boot`` bootstrap replicates for its error).
     Returns the summary dict (also written to ``summary.json``).
     """
     t0 = time.time()
@@ -104,6 +108,15 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     fe.save(os.path.join(out, 'free_energy.npz'), units, temperature,
             particle_dG=(pdg * scale).astype(np.float32), particle_dG_kT=pdg.astype(np.float32),
             embedding_method=np.array(emb.method))
+    if latent_dG:
+        from .density import latent_free_energy
+        from ..fileio import atomic_write
+        log('landscape: free energy in the %d-dimensional latent space' % k)
+        ldg, lstd = latent_free_energy(z, n_boot=latent_boot, seed=seed)
+        with atomic_write(os.path.join(out, 'latent_dG.npz'), 'wb') as fh:
+            np.savez(fh, dG=(ldg * scale).astype(np.float32),
+                     dG_std=(lstd * scale).astype(np.float32), units=np.array(str(units)),
+                     temperature_K=np.array(float(temperature)), kT=np.array(scale))
     log('landscape: states (%s, n_states=%s)' % ('prior' if prior is not None else method,
                                                   n_states))
     st = fit_states(z, method=method, n_states=n_states, prior=prior, max_states=max_states,
@@ -179,8 +192,7 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
     if landscape:
         emb = load_embedding(os.path.join(landscape, 'embedding_model.npz'))
         fe = load_free_energy(os.path.join(landscape, 'free_energy.npz'))
-        if kind != 'pca':
-            st = load_states(landscape)
+        st = load_states(landscape)
         if emb.dim != z.shape[1]:
             raise ValueError('The landscape in %s was computed from %d-dimensional latents but '
                              'these have %d.' % (landscape, emb.dim, z.shape[1]))

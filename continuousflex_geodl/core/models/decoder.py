@@ -63,6 +63,8 @@ class KernelConv(nn.Module):
 
     ``h'_j = h_j + act(sum_i w_ij (W h_i + P (x_i - x_j) / rho))`` with
     ``w_ij = exp(-|x_i - x_j|^2 / 2 rho^2)`` normalised over the neighbours.
+    The messages are linear, so the sum is computed as a sparse (N, N)
+    product ``Wg @ (W h)`` plus ``P (sum_i w_ij (x_i - x_j) / rho)``.
     """
 
     def __init__(self, width):
@@ -71,10 +73,9 @@ class KernelConv(nn.Module):
         self.rel = nn.Linear(3, width, bias=False)
         self.act = nn.SiLU()
 
-    def forward(self, h, nbr, rel, w):
-        # h (N, H) ; nbr (N, k) ; rel (N, k, 3) ; w (N, k)
-        m = self.lin(h)[nbr] + self.rel(rel)  # (N, k, H)
-        return h + self.act((w.unsqueeze(-1) * m).sum(1))
+    def forward(self, h, graph, rel_mean):
+        # h (N, H); graph: sparse (N, N) kernel weights; rel_mean (N, 3)
+        return h + self.act(torch.sparse.mm(graph, self.lin(h)) + self.rel(rel_mean))
 
 
 class _GraphMixin:
@@ -90,12 +91,25 @@ class _GraphMixin:
         w /= w.sum(1, keepdims=True)
         self.rho = rho
         self.register_buffer('nbr', torch.as_tensor(nbr, dtype=torch.long))
-        self.register_buffer('rel', torch.as_tensor(rel / rho, dtype=torch.float32))
         self.register_buffer('w', torch.as_tensor(w, dtype=torch.float32))
+        self.register_buffer('rel_mean', torch.as_tensor((w[..., None] * rel / rho).sum(1),
+                                                         dtype=torch.float32))
+        self._graph = None
         srho = rho if smooth_rho is None else smooth_rho
         ws = np.exp(-dist ** 2 / (2 * srho ** 2))
         ws /= ws.sum(1, keepdims=True)
         self.register_buffer('w_smooth', torch.as_tensor(ws, dtype=torch.float32))
+
+    def graph(self):
+        """Sparse (N, N) kernel weights ``w_ij`` (row j: its neighbours i)."""
+        g = self._graph
+        if g is None or g.device != self.w.device:
+            n, k = self.nbr.shape
+            rows = torch.arange(n, device=self.w.device).repeat_interleave(k)
+            idx = torch.stack([rows, self.nbr.reshape(-1)])
+            g = torch.sparse_coo_tensor(idx, self.w.reshape(-1), (n, n)).coalesce()
+            self._graph = g
+        return g
 
     def smooth(self, d):
         """Gaussian neighbourhood average of a per-atom field (B, N, C)."""
@@ -175,8 +189,10 @@ class PointDecoder(nn.Module, _GraphMixin):
 
     def point_features(self):
         h = self.embed(fourier_features(self.xn, self.n_freq))
-        for conv in self.convs:
-            h = conv(h, self.nbr, self.rel, self.w)
+        if len(self.convs):
+            g = self.graph()
+            for conv in self.convs:
+                h = conv(h, g, self.rel_mean)
         return h  # (N, H)
 
     def forward(self, z):
@@ -200,9 +216,14 @@ class PointDecoder(nn.Module, _GraphMixin):
             w = torch.softmax(self.seg_logits0 + self.seg_head(h), dim=-1)  # (N, S)
             m = self.seg_motion(z).view(B, S, 6)
             R = axis_angle_to_matrix(0.1 * m[..., :3].reshape(-1, 3)).view(B, S, 3, 3)
-            rel = self.ref[:, None, :] - self.seg_centres[None]  # (N, S, 3)
-            moved = torch.einsum('bsij,nsj->bnsi', R, rel) + m[:, None, :, 3:]
-            seg = (w[None, :, :, None] * (moved - rel[None])).sum(2)  # (B, N, 3)
+            # y_j = sum_k w_jk (R_k (x_j - c_k) + c_k + t_k)
+            #     = (sum_k w_jk R_k) x_j + sum_k w_jk (c_k + t_k - R_k c_k)
+            A = (w @ R.reshape(B, S, 9).transpose(0, 1).reshape(S, B * 9))  # (N, B*9)
+            A = A.view(-1, B, 3, 3).transpose(0, 1)  # (B, N, 3, 3)
+            c = self.seg_centres
+            offs = c + m[..., 3:] - torch.einsum('bsij,sj->bsi', R, c)  # (B, S, 3)
+            y = torch.einsum('bnij,nj->bni', A, self.ref) + torch.einsum('ns,bsi->bni', w, offs)
+            seg = y - self.ref
             if self.nout == 4:
                 seg = torch.cat([seg, torch.zeros_like(seg[..., :1])], -1)
             out = out + seg

@@ -44,7 +44,7 @@ MODEL_DEFAULTS = dict(
     enc_resolution=8.0,     # A, low-pass / crop of the encoder inputs
     enc_width=128,
     mode_lambda=0.25,       # ridge (1 / A^2) of the linearised amplitude estimate
-    loss_resolution=None,   # A; None -> Nyquist
+    loss_resolution=None,   # A; None -> auto (see loss_resolution()), 0 -> Nyquist
     refine_poses=False,
     n_particles=0,
     box=None,
@@ -52,6 +52,23 @@ MODEL_DEFAULTS = dict(
     sigma=None,
     seed=0,
 )
+
+
+def loss_resolution(value, apix, sigma):
+    """Highest resolution (A) compared in the image loss.
+
+    ``None`` (auto): where the pseudo-atoms' Gaussian envelope
+    ``exp(-2 pi^2 sigma^2 s^2)`` falls to 2 % (``2.25 sigma``), since higher
+    frequencies carry almost no model signal, only noise; never beyond
+    Nyquist.  ``0``: Nyquist.  The loss is then computed on a Fourier-cropped
+    grid, which makes training faster.
+    """
+    nyquist = 2.0 * apix
+    if value is None:
+        return max(nyquist, 2.25 * sigma)
+    if float(value) <= 0:
+        return nyquist
+    return max(nyquist, float(value))
 
 
 class FlexModel(nn.Module):
@@ -70,8 +87,10 @@ class FlexModel(nn.Module):
         self.register_buffer('ref_amp', amp)
         self.box = int(cfg['box'])
         self.apix = float(cfg['apix'])
+        self.loss_resolution = loss_resolution(cfg['loss_resolution'], self.apix,
+                                               float(cfg['sigma']))
         self.loss_box = imaging.crop_box_for_resolution(self.box, self.apix,
-                                                        cfg['loss_resolution'])
+                                                        self.loss_resolution)
         self.enc_box = imaging.crop_box_for_resolution(self.box, self.apix,
                                                        cfg['enc_resolution'])
         self.log_scale = nn.Parameter(torch.zeros(()))
