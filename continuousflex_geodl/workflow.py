@@ -166,6 +166,7 @@ def create_project(name, out=None):
             shutil.rmtree(real)
     if os.path.isdir(path):
         shutil.rmtree(path)
+    os.makedirs(manager.PROJECTS, exist_ok=True)  # where the link to the project goes
     proj = manager.createProject(name, location=None if inside else os.path.abspath(out))
     os.chdir(proj.path)
     return proj

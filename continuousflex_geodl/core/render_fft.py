@@ -11,50 +11,72 @@ Method (a non-uniform FFT in the style of gridding reconstruction):
    grid (spacing ``h = apix / oversample``) with the separable cubic B-spline
    (4 x 4 grid points per atom, C2-smooth, so position gradients are
    continuous).  The fine grid is padded by ``pad`` pixels on each side so that
-   Gaussian tails do not wrap round the periodic FFT box; atoms (or parts of
-   their stencil) beyond the padded grid are dropped.
+   Gaussian tails do not wrap round the periodic FFT box; an atom whose
+   stencil leaves the padded grid is dropped.
 2. Real FFT of the fine grid; multiply by the Gaussian transfer
    ``sqrt(2 pi) sigma * 2 pi sigma^2 / h^2 * exp(-2 pi^2 sigma^2 s^2)`` and
    divide by the B-spline's Fourier transform ``sinc^4(s_x h) sinc^4(s_y h)``
    (deconvolution; bounded, ``sinc^4 >= (2/pi)^4`` up to the fine Nyquist).
-3. Inverse FFT and keep every ``oversample``-th sample: the pixel-centre
-   samples of the continuous image (aliasing included, as 'exact').
+3. Inverse FFT, keeping only every ``oversample``-th sample (a fold of the
+   spectrum along y, then a short inverse FFT; a strided pick along x): the
+   pixel-centre samples of the continuous image, aliasing included, as 'exact'.
 
-Everything is a torch operation: differentiable with respect to ``uv``,
-``amplitudes`` and ``sigma``.
+Differentiable with respect to ``uv``, ``amplitudes`` and ``sigma`` (the
+spreading is a ``torch.autograd.Function`` with a hand-written backward pass,
+first derivatives only; the rest is ordinary torch).
 
-Accuracy.  The error comes from the Gaussian's spectrum beyond the fine grid's
-Nyquist frequency ``oversample / (2 apix)`` and from the B-spline's aliases; it
-is governed by ``sigma * oversample / apix``.  Measured relative L2 error
-against 'exact' (float64, clouds of 500-5000 positive atoms filling a
-third of the box, random positions/shifts; 360 cases with box 32-128,
-apix 1-3 A, sigma 1.5-3 A):
+Accuracy.  Everything above is exact except for the Gaussian's spectrum
+beyond the fine grid's Nyquist frequency and the B-spline's aliases, so the
+error depends on ``sigma / h = sigma * oversample / apix`` alone.  Relative L2
+error against 'exact' (float64; clouds of 500-5000 positive atoms in blobs
+filling about a third of the box, random shifts; box 32-128, apix 1-3 A,
+sigma 1.5-3 A), and of the position gradient of a random linear loss:
 
-=====================  ==========  ==========  ==================
-sigma / apix            oversample  max error   median error
-=====================  ==========  ==========  ==================
-0.5 - 0.75              2           1.8e-3      4e-4
-0.75 - 1.5              2           3.3e-4      5e-5
->= 1.5                  2           1.5e-5      3e-6
-0.5 - 0.75              3           1.9e-5      4e-6
-=====================  ==========  ==========  ==================
+==========  =================  ==================
+sigma / h   image error max    gradient error max
+==========  =================  ==================
+1.0         9.6e-3             5.0e-2
+1.5         1.1e-3             1.2e-2
+2.0         2.7e-4             4.4e-3
+3.0         3.5e-5             1.1e-3
+4.0         8.6e-6             4.4e-4
+==========  =================  ==================
 
-so ``render.FFT_TOLERANCE = 5e-3`` holds with a margin of about 3x over the
-realistic range (sigma >= apix / 2) at the default ``oversample=2``.  With
-``oversample=None`` the factor is chosen so that ``sigma * oversample / apix
->= 1.5`` (error below ~2e-5).
+The default ``oversample=None`` picks the smallest factor with
+``sigma / h >= SIGMA_OVER_H = 2`` (factor 1 for sigma >= 2 apix, 2 for
+sigma >= apix, 3, 4 below).  Over 144 such cases (sigma / apix 0.5-3) the
+worst error was 2.6e-4 (median 3e-5), float32 the same, gradients 4.7e-3:
+``render.FFT_TOLERANCE = 1e-3`` holds with a margin of about 4.  The fine grid
+is padded by 4 sigma (wrap-around below exp(-8)); images of atoms lying
+more than that outside the box are dropped (where 'exact' has < 3e-4 of a
+peak left).
 
-Speed (2 CPU cores, float32, B = 32 images, forward + backward with respect
-to positions and amplitudes, sigma = 2 apix, median of repeated runs):
+Speed (forward + backward with respect to positions and amplitudes, B = 32
+images, float32, sigma = 2 apix so oversample = 1; one thread on this
+2-core machine while other jobs kept its load near 7, so absolute times are
+about 3-5x those of a quiet machine; ratios are what to read; min of 7 runs):
 
-======  ======  ===========  =========  =======================
-N       box     'exact'      'fft'      'keops' (CPU, warm)
-======  ======  ===========  =========  =======================
-500     64      see report   see report  see report
-======  ======  ===========  =========  =======================
+=======  =====  ==========  =========  ==========================
+N        box    'exact'     'fft'      'keops' (CPU, warm cache)
+=======  =====  ==========  =========  ==========================
+500      32     48 ms       25 ms      0.73 s
+500      64     107 ms      30 ms      3.5 s
+2,000    64     530 ms      113 ms     12 s
+5,000    64     2.0 s       143 ms
+500      128    149 ms      44 ms
+2,000    128    762 ms      113 ms
+5,000    128    4.4 s       212 ms
+10,000   128    8.2 s       448 ms
+20,000   128    21 s        1.04 s
+=======  =====  ==========  =========  ==========================
 
-(filled in from ``benchmark_projectors`` below; see the table at the end of
-this docstring.)
+With sigma = apix (oversample = 2): 62 ms / 127 ms / 236 ms / 391 ms at
+500/64, 2,000/64, 5,000/64 and 5,000/128 ('exact' 108 ms, 507 ms, 2.6 s,
+5.4 s).  The cost is the spreading (16 grid points per atom per image;
+memory-bound) plus FFTs of ``B`` padded images; 'fft' overtakes 'exact' at a
+few hundred atoms and wins by 10-20x at 5,000-20,000.  Accuracy of float32
+at those sizes against float64 'exact': 'exact' 1-2e-7, 'fft' 7e-6 - 2e-5,
+'keops' 4e-7 - 2e-6.
 """
 import math
 
@@ -114,7 +136,7 @@ def _spread_function():
         def forward(ctx, t, amp, M):
             B, N, _ = t.shape
             base = torch.floor(t).clamp_(1, M - 3)
-            frac = t - base
+            frac = (t - base).clamp_(0, 1)    # in [0, 1) except for dropped atoms
             w = _bspline3_weights(frac)                       # (B, N, 2, 4)
             vals = (w[..., 1, :] * amp.unsqueeze(-1)).unsqueeze(-1) * w[..., 0, :].unsqueeze(-2)
             b = base.long()
@@ -217,7 +239,7 @@ def project_fft(uv, amplitudes, sigma, box, apix, oversample=None,
 
     # 1. spread onto the fine grid (fine index k at (k - M // 2) * h).  An atom
     #    whose 4 x 4 stencil leaves the padded grid is dropped (it lies more
-    #    than ``pad`` pixels outside the box, so its tail there is < 1e-3).
+    #    than ``pad`` pixels outside the box: its tail there is < exp(-8)).
     t = uv / h + (M // 2)                          # (B, N, 2) fractional indices
     base = torch.floor(t.detach())
     inside = ((base >= 1) & (base <= M - 3)).all(-1)

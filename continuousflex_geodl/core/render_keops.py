@@ -51,9 +51,7 @@ def project_keops(uv, amplitudes, sigma, box, apix):
     B, N, _ = uv.shape
     dtype, device = uv.dtype, uv.device
     amplitudes = amplitudes.to(dtype).expand(B, N)
-    sig = sigma if torch.is_tensor(sigma) else torch.tensor(float(sigma), dtype=dtype,
-                                                             device=device)
-    sig = sig.to(dtype=dtype, device=device)
+    sig = torch.as_tensor(sigma, dtype=dtype, device=device)
     inv = 1.0 / (math.sqrt(2.0) * sig)
     pix = (_pixel_grid(box, apix, dtype, device) * inv).reshape(1, box * box, 1, 2)
     pts = (uv * inv).reshape(B, 1, N, 2)

@@ -26,7 +26,7 @@ def toy_run(tmp_path_factory):
     np.save(str(d / 'z.npy'), toy.latents)
     with threadpool_limits(1, user_api='openmp'):
         rc = cli(['landscape', 'analyze', '--latents', str(d / 'z.npy'), '--out',
-                  str(d / 'land'), '--bootstrap', '4', '--fe-bootstrap', '5'])
+                  str(d / 'land'), '--bootstrap', '4', '--fe-bootstrap', '5', '--latent-dG'])
     assert rc == 0
     return d, toy
 
@@ -58,6 +58,10 @@ def test_analyze_writes_documented_files(toy_run):
         assert np.nanmin(f['dG']) == 0.0 and str(f['units']) == 'kT'
         assert f['particle_dG'].shape == (n,)
         assert np.nanmedian(f['particle_dG']) < 3.0
+    from continuousflex_geodl.core.landscape.density import latent_free_energy
+    with np.load(str(land / 'latent_dG.npz')) as f:
+        np.testing.assert_allclose(f['dG'], latent_free_energy(toy.latents)[0], atol=1e-5)
+        assert f['dG'].min() >= 0
     import matplotlib.image as mpimg
     img = mpimg.imread(str(land / 'landscape.png'))
     assert img.ndim == 3 and img.shape[0] > 200

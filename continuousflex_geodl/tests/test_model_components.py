@@ -265,3 +265,32 @@ def test_reference_fitted_to_a_map_reproduces_it(cloud):
                         ref.sigma, 40, 2.0).numpy()
     corr = np.corrcoef(vol.ravel(), fit.ravel())[0, 1]
     assert corr > 0.95
+
+
+def test_encoder_inputs_in_sub_batches_are_identical():
+    from continuousflex_geodl.core import engine
+    from continuousflex_geodl.core.models.data import make_batch
+    from continuousflex_geodl.core.models.toydata import make_toy_particles
+    parts, truth = make_toy_particles(n=12, box=24, apix=5.0, n_atoms=80, snr=1.0, seed=2)
+    model = engine.build_model(dict(zdim=2, box=24, apix=5.0, sigma=truth['sigma'],
+                                    enc_modes=4), truth['reference'], truth['amplitudes'])
+    b = make_batch(parts, np.arange(12), model)
+    f1, i1 = model.encoder_inputs(b)
+    f2, i2 = model.encoder_inputs(b, max_elements=80 * model.enc_box * 4 * 5)  # 5 at a time
+    assert f1.shape == (12, 8) and i1.shape == (12, 2, model.enc_box, model.enc_box)
+    assert torch.allclose(f1, f2, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(i1, i2, rtol=1e-5, atol=1e-6)
+
+
+def test_large_cloud_modes_are_interpolated_smoothly():
+    """Above max_atoms the modes come from a subsample: still unit-RMS and
+    smooth (neighbouring atoms move alike)."""
+    from scipy.spatial import cKDTree
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(-30, 30, (1500, 3))
+    modes, lam = anm_modes(pos, n_modes=3, max_atoms=300)
+    assert modes.shape == (1500, 3, 3)
+    assert np.allclose((modes ** 2).sum((0, 1)) / 1500, 1.0, rtol=1e-4)
+    _, nn = cKDTree(pos).query(pos, k=2)
+    diff = np.linalg.norm(modes[:, :, 0] - modes[nn[:, 1], :, 0], axis=1).mean()
+    assert diff < 0.5 * np.linalg.norm(modes[:, :, 0], axis=1).mean()

@@ -100,6 +100,8 @@ def particle_values(partSet, attr, ids, component=1):
     from ..convert import particleVectors
     if not attr:
         raise ValueError('Give the name of the particle attribute to colour by.')
+    if partSet is None:
+        raise ValueError('The run has no output particles (yet) to read attributes from.')
     first = partSet.getFirstItem()
     if first is None or not first.hasAttribute(attr):
         raise ValueError("The particles have no attribute '%s'." % attr)

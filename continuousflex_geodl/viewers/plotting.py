@@ -89,6 +89,7 @@ def training_curves_figure(history, title=None):
     keys = _curve_keys(history)
     if not keys:
         raise ValueError('The training history has no numeric quantity to draw.')
+    from matplotlib.ticker import MaxNLocator
     epochs = np.array([rec.get('epoch', i + 1) for i, rec in enumerate(history)], float)
     ncol = min(4, len(keys))
     nrow = int(np.ceil(len(keys) / ncol))
@@ -103,6 +104,7 @@ def training_curves_figure(history, title=None):
             ax.set_yscale('log')
         ax.set_title(_LABELS.get(key, key), fontsize=9)
         ax.set_xlabel('epoch', fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(title or 'Training: %d epochs' % len(history))

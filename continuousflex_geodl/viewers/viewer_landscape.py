@@ -147,7 +147,8 @@ class GeoDLLandscapeViewer(GeoDLViewerMixin, ProtocolViewer):
             else:
                 attr, comp = self._attr()
                 ids = np.load(self.protocol._getExtraPath('particle_ids.npy'))
-                values = particle_values(self.protocol.outputParticles, attr, ids, comp)
+                values = particle_values(getattr(self.protocol, 'outputParticles', None), attr,
+                                         ids, comp)
                 label, cat = attr_label(attr, comp), None
             fig = embedding_figure(y, values, label, categorical=cat,
                                    max_points=self._maxPoints(),

@@ -39,9 +39,10 @@ class GeoDLTrainViewer(GeoDLViewerMixin, Viewer):
         def build():
             model_dir = self._modelDir(obj)
             hist = load_history(model_dir)
-            fig = training_curves_figure(hist, title='Training: %d epochs (%s)' % (
-                len(hist), os.path.basename(os.path.dirname(os.path.dirname(model_dir)))
-                or model_dir))
+            run = self.protocol.getRunName() if isinstance(self.protocol, GeoDLProtTrain) \
+                else os.path.basename(os.path.dirname(os.path.dirname(model_dir)))
+            fig = training_curves_figure(hist, title='Training: %d epoch%s (%s)' % (
+                len(hist), '' if len(hist) == 1 else 's', run or model_dir))
             return [FigureView(fig, 'Training curves', self._tkParent())]
         return self._views(build, 'Training curves', save_path)
 

@@ -71,8 +71,8 @@ class AnimationView(View):
                 delays.append(max(int(f.info.get('duration', 120)), 20))
         label = tk.Label(win, image=frames[0])
         label.pack()
-        tk.Label(win, text=os.path.basename(self.gif) + ': projections along x, y and z '
-                 '(front, side, top) at each point of the path').pack()
+        tk.Label(win, text=os.path.basename(self.gif) + ': three orthogonal views '
+                 '(front, side, top), one frame per point of the path').pack()
         state = {'i': 0}
         win._frames = frames  # keep references: Tk does not
 

@@ -13,7 +13,7 @@ Sub-commands and the files they write
 
 landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
         [--n-states auto|bic|K] [--method gmm|kmeans] [--prior MODEL_DIR|prior.npz]
-        [--model MODEL_DIR]
+        [--model MODEL_DIR] [--latent-dG] [--units kT|kcal/mol|kJ/mol]
   DIR/embedding.npy            (N, 2) float32 2D embedding of every particle
                                ((N, 1) when K = 1)
   DIR/embedding_model.npz      the fitted mapping, reusable for new particles

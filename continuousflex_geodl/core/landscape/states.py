@@ -158,8 +158,9 @@ def _scale(z):
 
 def _gmm(k, seed, **kw):
     from sklearn.mixture import GaussianMixture
-    return GaussianMixture(int(k), covariance_type='full', reg_covar=1e-6, max_iter=300,
-                           random_state=int(seed), **kw)
+    # tight convergence: warm-started bootstrap refits must not drift from the fit
+    return GaussianMixture(int(k), covariance_type='full', reg_covar=1e-6, max_iter=500,
+                           tol=1e-5, random_state=int(seed), **kw)
 
 
 def _to_mixture(g, mean, s):

@@ -173,8 +173,26 @@ class FlexModel(nn.Module):
 
     # ----------------------------------------------------------------- encoder
     @torch.no_grad()
-    def encoder_inputs(self, batch):
-        """(mode features (B, 2M) or None, images (B, 2, e, e) or None)."""
+    def encoder_inputs(self, batch, max_elements=2 ** 24):
+        """(mode features (B, 2M) or None, images (B, 2, e, e) or None).
+
+        Large clouds are processed in sub-batches so that the temporary
+        Jacobian tensors stay below ``max_elements`` floats.
+        """
+        B = batch['rot'].shape[0]
+        per = self.ref_pos.shape[0] * self.enc_box * (
+            self.enc_modes.shape[-1] if self.use_modes else 1)
+        step = max(1, int(max_elements // max(per, 1)))
+        if step >= B:
+            return self._encoder_inputs(batch)
+        keys = ('rot', 'shifts', 'ctf_enc', 'F_enc', 'euler')
+        parts = [self._encoder_inputs({k: batch[k][s:s + step] for k in keys})
+                 for s in range(0, B, step)]
+        feats = torch.cat([p[0] for p in parts]) if parts[0][0] is not None else None
+        images = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
+        return feats, images
+
+    def _encoder_inputs(self, batch):
         e, ea = self.enc_box, self.enc_apix
         R, t, C = batch['rot'], batch['shifts'], batch['ctf_enc']
         scale = torch.exp(self.feat_log_scale)

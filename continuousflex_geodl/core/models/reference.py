@@ -90,14 +90,17 @@ def weighted_kmeans(points, weights, k, seed=0, iters=30):
     w = np.asarray(weights, dtype=np.float64)
     rng = np.random.default_rng(seed)
     p = w / w.sum()
-    centres = [pts[rng.choice(len(pts), p=p)]]
-    d2 = ((pts - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):  # k-means++ seeding (weighted)
-        q = w * d2
-        c = pts[rng.choice(len(pts), p=q / q.sum())]
-        centres.append(c)
-        d2 = np.minimum(d2, ((pts - c) ** 2).sum(1))
-    centres = np.array(centres)
+    if k * len(pts) <= 2e8:  # k-means++ seeding (weighted)
+        centres = [pts[rng.choice(len(pts), p=p)]]
+        d2 = ((pts - centres[0]) ** 2).sum(1)
+        for _ in range(1, k):
+            q = w * d2
+            c = pts[rng.choice(len(pts), p=q / q.sum())]
+            centres.append(c)
+            d2 = np.minimum(d2, ((pts - c) ** 2).sum(1))
+        centres = np.array(centres)
+    else:  # large problems: weighted sample without replacement
+        centres = pts[rng.choice(len(pts), size=k, replace=False, p=p)]
     for _ in range(iters):
         _, lab = cKDTree(centres).query(pts)
         mass = np.bincount(lab, weights=w, minlength=k)
