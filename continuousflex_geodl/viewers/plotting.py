@@ -134,7 +134,7 @@ def _draw_points(ax, xy, values=None, value_label=None, categorical=None, cmap=N
                  size=None):
     """Scatter ``xy`` (n, 2) coloured by ``values`` on ``ax``; returns the artist."""
     n = len(xy)
-    s = size or float(np.clip(4000.0 / max(n, 1), 0.5, 12.0))
+    s = size or float(np.clip(8000.0 / max(n, 1), 1.0, 12.0))
     if values is None:
         return ax.scatter(xy[:, 0], xy[:, 1], s=s, c='#4c72b0', alpha=0.5, lw=0,
                           rasterized=True)
@@ -296,7 +296,7 @@ def _category_colours(values):
 
 def _scatter_plain(ax, xy, values, categorical):
     """Scatter without legend / colour bar (inner panels of the corner plot)."""
-    s = float(np.clip(4000.0 / max(len(xy), 1), 0.5, 12.0))
+    s = float(np.clip(8000.0 / max(len(xy), 1), 1.0, 12.0))
     if values is None:
         return ax.scatter(xy[:, 0], xy[:, 1], s=s, c='#4c72b0', alpha=0.5, lw=0,
                           rasterized=True)
