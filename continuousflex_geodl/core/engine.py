@@ -11,7 +11,9 @@ particle set with poses and CTF and writes the model directory:
 * ``refined_poses.npz`` -- with pose refinement: corrected Euler angles
   (N, 3) deg and shifts (N, 2) A of the training particles;
 * ``checkpoints/last.pt`` -- written atomically (temporary file +
-  ``os.replace``) after every epoch: model, optimiser, epoch, history.
+  ``os.replace``) after every epoch: model, optimiser, epoch, history;
+  ``checkpoints/previous.pt`` keeps the one before (resume falls back to it
+  if ``last.pt`` is damaged; see ``load_checkpoint``).
 
 Determinism: the model is initialised from ``seed``; every random draw of an
 epoch (particle order, latent noise, Sinkhorn subsamples) comes from
@@ -44,7 +46,7 @@ TRAIN_DEFAULTS = dict(
     lr=2e-3,
     lr_final=0.1,          # cosine decay to lr * lr_final
     pose_lr=0.2,           # degrees / A per visit of a particle
-    beta=0.125,            # weight of the latent rate (nats)
+    beta=1.0,              # weight of the latent rate (nats; see models.__init__)
     w_knn=1.0,             # nats per A^2 of mean squared kNN edge strain
     knn_k=8,
     w_sinkhorn=0.1,        # nats per A^2 of Sinkhorn divergence
@@ -73,11 +75,75 @@ def _seeded(*keys):
 
 
 def atomic_torch_save(obj, path):
-    """torch.save to a temporary file in the same folder, then os.replace."""
+    """torch.save to a temporary file in the same folder (flushed to disk), then
+    os.replace: a crash leaves the old file or the new one."""
     import torch
-    tmp = '%s.tmp.%d' % (path, os.getpid())
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .fileio import atomic_write
+    with atomic_write(path, 'wb') as f:
+        torch.save(obj, f)
+
+
+def _checkpoint_paths(out_dir):
+    folder = os.path.join(out_dir, 'checkpoints')
+    return os.path.join(folder, 'last.pt'), os.path.join(folder, 'previous.pt')
+
+
+def save_checkpoint(state, out_dir):
+    """Write ``checkpoints/last.pt`` atomically, keeping the one before it as
+    ``checkpoints/previous.pt`` (a hard link when possible: no copy)."""
+    import shutil
+    last, prev = _checkpoint_paths(out_dir)
+    if os.path.exists(last):
+        tmp = '%s.tmp.%d' % (prev, os.getpid())
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            os.link(last, tmp)
+        except OSError:
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, prev)
+    atomic_torch_save(state, last)
+
+
+def load_checkpoint(out_dir):
+    """The last complete checkpoint of ``out_dir`` (dict), or None if there is none.
+
+    Checkpoints are written atomically, so ``last.pt`` is complete unless the
+    disk or a copy damaged it; then ``previous.pt`` (one epoch earlier) is
+    used, with a warning.  Temporary files of interrupted writes are never
+    loaded (they are removed).  ValueError when no checkpoint is usable.
+    """
+    from .fileio import load_torch_state
+    last, prev = _checkpoint_paths(out_dir)
+    folder = os.path.dirname(last)
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if '.tmp' in name:  # left by a write that was interrupted
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+    if not os.path.exists(last):
+        return None
+    problems = []
+    for path in (last, prev):
+        if not os.path.exists(path):
+            continue
+        try:
+            state = load_torch_state(path, 'checkpoint')
+            missing = {'model', 'optim', 'epoch', 'history'} - set(
+                state if isinstance(state, dict) else ())
+            if missing:
+                raise ValueError('The checkpoint %s lacks %s' % (path, ', '.join(sorted(missing))))
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if path != last:
+            print('WARNING: %s Resuming from the checkpoint before it (%s, epoch %d).'
+                  % (problems[0], path, int(state['epoch'])), file=sys.stderr)
+        return state
+    raise ValueError('Cannot resume the training in %s: no usable checkpoint. %s Delete the '
+                     'checkpoints folder to start again from scratch, or train into a new '
+                     'folder.' % (out_dir, ' '.join(problems)))
 
 
 def atomic_write_text(path, text):
@@ -365,7 +431,8 @@ def _log(msg, dist):
         print(msg, flush=True)
 
 
-def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
+def train(pset, reference, out_dir, resume=False, stop_after=None, dec_modes=None,
+          require_ctf=True, **settings):
     """Train on ``pset`` from ``reference`` (positions, amplitudes, sigma).
 
     ``settings``: any key of ``MODEL_DEFAULTS`` / ``TRAIN_DEFAULTS``.  With
@@ -373,18 +440,26 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
     from the last complete epoch with the settings saved there (only
     ``epochs``, ``time_limit``, ``threads``, ``device`` and ``log_every`` may
     change).  ``stop_after`` ends this invocation after that many epochs (as
-    an interruption would; resume later).  Returns ``(model, history)``.
+    an interruption would; resume later).  ``dec_modes`` (N, 3, M): a
+    normal-mode basis of the reference for ``decoder='nma'`` (default: the
+    model's own elastic-network modes).  ``require_ctf=False`` accepts
+    particles without CTF (CTF-free images).  Returns ``(model, history)``.
     """
     import torch
-    from .models.data import check_particles, make_batch
+    from .models.data import check_particles, check_settings, make_batch
     runtime.setup(settings.get('threads'))
     os.makedirs(os.path.join(out_dir, 'checkpoints'), exist_ok=True)
     ckpt_path = os.path.join(out_dir, 'checkpoints', 'last.pt')
     cfg_path = os.path.join(out_dir, 'config.json')
     state = None
     if resume and os.path.exists(ckpt_path):
-        with open(cfg_path) as f:
-            saved = json.load(f)
+        try:
+            with open(cfg_path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError('Cannot resume the training in %s: its settings (config.json) '
+                             'are missing or damaged (%s). Train into a new folder.'
+                             % (out_dir, exc)) from None
         changeable = {'epochs', 'time_limit', 'threads', 'device', 'log_every'}
         for k, v in settings.items():
             if k in changeable:
@@ -395,16 +470,19 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
                              'and this particle set has %d. Resume with the same particles, '
                              'or train into a new folder.'
                              % (out_dir, int(saved['n_particles']), len(pset)))
-        state = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        state = load_checkpoint(out_dir)
     elif resume:
         print('No checkpoint in %s: starting a new training.' % out_dir, file=sys.stderr)
     full = default_settings()
+    if state is None:
+        full['ctf'] = bool(require_ctf)
     full.update(settings)
     full['n_particles'] = len(pset)
     full['box'] = int(pset.box)
     full['apix'] = float(pset.apix)
     positions, amplitudes, sigma = reference
     full['sigma'] = float(sigma)
+    check_settings(full)
     model_cfg, train_cfg = split_settings(full)
     device = runtime.resolve_device(train_cfg['device'])
     dist = Dist(train_cfg['device'])
@@ -413,15 +491,22 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
         device = torch.device('cuda', dist.local_rank)
         torch.cuda.set_device(device)
         dist.device = device
-    check_particles(pset, need_poses=True)
+    check_particles(pset, need_poses=True, need_ctf=bool(model_cfg['ctf']))
     if len(positions) < 4:
         raise ValueError('The reference has %d pseudo-atoms; at least 4 are needed.'
                          % len(positions))
+    if state is None:
+        from .structure import check_in_box
+        check_in_box(positions, pset.box, pset.apix, 'The reference')
     B = int(train_cfg['batch_size'])
     if B % dist.world:
         raise ValueError('The batch size (%d) must be a multiple of the number of '
                          'processes (%d).' % (B, dist.world))
     if len(pset) < B:
+        if dist.main:
+            print('WARNING: the batch size (%d) is larger than the set of %d particles; '
+                  'using batches of %d.' % (B, len(pset), len(pset) - len(pset) % dist.world),
+                  file=sys.stderr)
         B = len(pset) - len(pset) % dist.world
         train_cfg['batch_size'] = B
     if state is not None:
@@ -431,7 +516,7 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
         model.load_state_dict(state['model'])
         model.to(device)
     else:
-        model = build_model(model_cfg, positions, amplitudes)
+        model = build_model(model_cfg, positions, amplitudes, dec_modes=dec_modes)
         model.to(device)
         cal = calibrate(model, pset, n=train_cfg['calib_particles'], seed=model_cfg['seed'],
                         device=device, mask_radius=train_cfg['mask_radius'])
@@ -549,8 +634,8 @@ def train(pset, reference, out_dir, resume=False, stop_after=None, **settings):
                  rec['sinkhorn'], rec['images_per_s'], _fmt_time(el_total),
                  _fmt_time(seconds * (epochs - epoch - 1))), dist)
         if dist.main:
-            atomic_torch_save(dict(model=model.state_dict(), optim=opt.state_dict(),
-                                   epoch=epoch + 1, history=history), ckpt_path)
+            save_checkpoint(dict(model=model.state_dict(), optim=opt.state_dict(),
+                                 epoch=epoch + 1, history=history), out_dir)
             atomic_write_text(os.path.join(out_dir, 'history.json'),
                               json.dumps(history, indent=1))
         dist.barrier()

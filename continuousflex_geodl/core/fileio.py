@@ -1,7 +1,21 @@
-"""Safe files: atomic writes and paths that cannot escape their folder."""
+"""Safe files: atomic writes, paths that cannot escape their folder, safe loads.
+
+* ``atomic_write`` / ``atomic_path``: every output goes to a temporary name
+  in the same folder and is renamed (``os.replace``) when complete, so a
+  crash leaves the old file or the new one, never half of one.
+* ``safe_join``: strict join for names that must stay inside a folder
+  (absolute names and symlinks out of it refused).
+* ``check_data_path`` / ``data_root``: the policy for image files named in
+  input metadata (.star / .xmd), see ``check_data_path``.
+* ``load_torch_state``: ``torch.load(weights_only=True)`` with clear errors;
+  arbitrary pickles are refused, never executed.
+"""
 import contextlib
 import os
 import tempfile
+
+#: environment variable naming the folder every input data file must lie in
+DATA_ROOT_ENV = 'CFGEODL_DATA_ROOT'
 
 
 def _umask_mode():
@@ -73,3 +87,93 @@ def safe_join(base, relpath):
         raise ValueError("Refusing path '%s': it points outside the folder %s"
                          % (relpath, base))
     return full
+
+
+def data_root(root=None):
+    """The data root folder (absolute), from ``root`` or the environment
+    variable ``CFGEODL_DATA_ROOT``; None when neither is set."""
+    root = root if root is not None else os.environ.get(DATA_ROOT_ENV)
+    return os.path.abspath(os.path.expanduser(os.fspath(root))) if root else None
+
+
+def is_inside(path, folder):
+    """True when ``path`` is ``folder`` or below it (lexically, after normpath)."""
+    path, folder = os.path.normpath(os.path.abspath(path)), \
+        os.path.normpath(os.path.abspath(folder))
+    try:
+        return os.path.commonpath([folder, path]) == folder
+    except ValueError:  # different drives
+        return False
+
+
+def check_data_path(name, source):
+    """Check a file name read from the input metadata file ``source``.
+
+    Policy (the names come from files that may have been made elsewhere):
+
+    * a relative name may not climb out of the folder it is resolved
+      against (``../..`` prefixes are refused): RELION writes names relative
+      to its project folder, never with ``..``;
+    * absolute names are accepted (RELION, Scipion and our own writer use
+      them for stacks outside the metadata file's folder), unless a data root
+      is set (``root``, or the environment variable ``CFGEODL_DATA_ROOT``,
+      e.g. the Scipion project folder): then every resolved image file must
+      lie inside it.  The check is lexical: symbolic links inside the root
+      (as Scipion makes for imported files) are trusted.
+    * names with NUL bytes or empty names are refused.
+
+    Raises ValueError naming the file and the fix; returns ``name``.
+    """
+    if not isinstance(name, str) or not name.strip() or '\x00' in name:
+        raise ValueError("The particle file %s names an invalid image file %r: each "
+                         "image must be index@file" % (source, name))
+    if not os.path.isabs(name):
+        norm = os.path.normpath(name)
+        if norm == '..' or norm.startswith('..' + os.sep):
+            raise ValueError(
+                "Refusing image path '%s' in %s: it climbs out of the folder it is "
+                "relative to ('..'). Write image paths relative to the project folder "
+                "(as RELION does) or as absolute paths." % (name, source))
+    return name
+
+
+def check_in_root(path, source, root=None):
+    """Refuse ``path`` (a resolved image file) when a data root is set and the
+    path lies outside it (see ``check_data_path``)."""
+    root = data_root(root)
+    if root is not None and not is_inside(path, root):
+        raise ValueError(
+            "Refusing image file '%s' named in %s: it lies outside the data folder %s. "
+            "Move or link the stacks into that folder, or set %s to a folder that holds "
+            "them." % (path, source, root, DATA_ROOT_ENV))
+    return path
+
+
+def load_torch_state(path, what='model file'):
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with clear errors.
+
+    Only tensors and plain containers load; a file that would unpickle other
+    Python objects (e.g. a malicious ``__reduce__``) is refused before any of
+    it runs.  A truncated / half-written file gives a ValueError naming it.
+    """
+    import pickle
+
+    import torch
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError('The %s %s does not exist' % (what, path))
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            'Refusing to load the %s %s: it contains Python objects other than tensors, '
+            'which could run arbitrary code (nothing in the file was run: only weights are '
+            'loaded, with torch.load(weights_only=True)). It was not written by '
+            'continuousflex_geodl '
+            'or has been altered: restore it or train again.' % (what, path)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
+            AttributeError, TypeError) as exc:
+        raise ValueError(
+            'The %s %s is truncated or corrupt (%s: %s). Restore it from a copy or '
+            'train again.' % (what, path, type(exc).__name__,
+                              ' '.join(str(exc).split()).split('. ')[0][:200])) from None

@@ -22,8 +22,8 @@ from . import runtime
 
 def load_model(model_dir, device='cpu'):
     """Rebuild a trained model (eval mode) from its directory."""
-    import torch
     from .engine import build_model, split_settings
+    from .fileio import load_torch_state
     runtime.setup()
     cfg_path = os.path.join(model_dir, 'config.json')
     if not os.path.exists(cfg_path):
@@ -38,14 +38,14 @@ def load_model(model_dir, device='cpu'):
                         arrays.get('enc_modes'), arrays.get('dec_modes'))
     wpath = os.path.join(model_dir, 'weights.pt')
     if os.path.exists(wpath):
-        state = torch.load(wpath, map_location='cpu', weights_only=True)
+        state = load_torch_state(wpath, 'model weights file')
     else:
         cpath = os.path.join(model_dir, 'checkpoints', 'last.pt')
         if not os.path.exists(cpath):
             raise FileNotFoundError("The model directory '%s' has neither weights.pt nor "
                                     "a checkpoint: training has not completed an epoch."
                                     % model_dir)
-        state = torch.load(cpath, map_location='cpu', weights_only=True)['model']
+        state = load_torch_state(cpath, 'training checkpoint')['model']
     model.load_state_dict(state)
     model.to(runtime.resolve_device(device))
     model.eval()
@@ -56,7 +56,7 @@ def infer_latents(model, pset, batch_size=256, out=None, progress=False):
     """Latent means (N, K) float32 for every particle of ``pset``."""
     import torch
     from .models.data import check_particles, make_batch
-    check_particles(pset, need_poses=True)
+    check_particles(pset, need_poses=True, need_ctf=bool(model.config.get('ctf', True)))
     if abs(float(pset.apix) - model.apix) > 1e-3 * model.apix or int(pset.box) != model.box:
         raise ValueError('These particles (%d px, %.3f A/px) do not match the model '
                          '(%d px, %.3f A/px): rescale them to the training grid first.'
@@ -69,14 +69,21 @@ def infer_latents(model, pset, batch_size=256, out=None, progress=False):
         z = open_memmap(tmp, mode='w+', dtype=np.float32, shape=(n, model.zdim))
     else:
         z = np.empty((n, model.zdim), np.float32)
-    with torch.no_grad():
-        for s in range(0, n, batch_size):
-            idx = np.arange(s, min(n, s + batch_size))
-            b = make_batch(pset, idx, model, device)
-            mu, _ = model.encode(b)
-            z[s:s + len(idx)] = mu.cpu().numpy()
-            if progress:
-                print('inferred %d/%d' % (s + len(idx), n), flush=True)
+    try:
+        with torch.no_grad():
+            for s in range(0, n, batch_size):
+                idx = np.arange(s, min(n, s + batch_size))
+                b = make_batch(pset, idx, model, device)
+                mu, _ = model.encode(b)
+                z[s:s + len(idx)] = mu.cpu().numpy()
+                if progress:
+                    print('inferred %d/%d' % (s + len(idx), n), flush=True)
+    except BaseException:
+        if out is not None:
+            del z
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        raise
     if out is not None:
         z.flush()
         del z
@@ -137,3 +144,75 @@ def decode_volumes(model, z, box=None, apix=None):
                               box, apix)
             vols[i] = v.numpy() * scale
     return vols
+
+
+def _latent_cost(prior, z):
+    """Prior cost of latents in nats, (B,): the training rate for the cryoTWIN
+    prior (``-log Q(z)``, the mixture mass in the box around z), ``-log P(z)``
+    for the Gaussian prior."""
+    if getattr(prior, 'kind', '') == 'gmm':
+        return prior.rate(z)
+    return -prior.log_density(z)
+
+
+def refine_latents(model, pset, z0, steps=30, lr=0.05, batch_size=128, mask_radius=0.9,
+                   prior_weight=1.0, progress=False):
+    """Per-particle MAP refinement of encoder latents (semi-amortised inference).
+
+    Starting from ``z0`` (N, K) (usually ``infer_latents``), each particle's
+    latent is moved independently by ``steps`` Adam steps of size ``lr``
+    (latent units) to lower
+
+        NLL(image | decode(z), pose, CTF)  -  prior_weight * log P(z)
+
+    in nats: the Gaussian image likelihood used in training (same Fourier
+    weights, mask and calibrated noise variance) and the model's prior
+    density.  This closes the amortisation gap of the encoder (the encoder
+    is one forward pass; the refined latent is the posterior mode under the
+    trained decoder).  The input poses are used as given (no learned pose
+    corrections: they exist only for the training particles).  Memory per
+    batch as in training; cost about ``steps`` decoder+projector passes per
+    particle.  Returns (N, K) float32.
+    """
+    import torch
+    from . import losses
+    from .engine import loss_weights
+    from .models import imaging
+    from .models.data import make_batch
+    z0 = np.asarray(z0, dtype=np.float32)
+    if z0.shape != (len(pset), model.zdim):
+        raise ValueError('Latents of shape %s do not match %d particles and a %d-D model.'
+                         % (z0.shape, len(pset), model.zdim))
+    if steps < 0 or lr <= 0:
+        raise ValueError('Latent refinement needs steps >= 0 and a positive step size.')
+    out = z0.copy()
+    if steps == 0:
+        return out
+    device = model.ref_pos.device
+    W = loss_weights(model).to(device)
+    mask = imaging.circular_mask(model.loss_box, mask_radius).to(device) \
+        if mask_radius else None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        n = len(pset)
+        for s in range(0, n, batch_size):
+            idx = np.arange(s, min(n, s + batch_size))
+            b = make_batch(pset, idx, model, device)
+            z = torch.tensor(out[idx], device=device, requires_grad=True)
+            opt = torch.optim.Adam([z], lr=lr)
+            for _ in range(int(steps)):
+                opt.zero_grad(set_to_none=True)
+                pos, amp = model.decode(z)
+                Fh = model.render(pos, amp, b['rot'], b['shifts'], b['ctf_loss'])
+                nll = losses.image_nll(b['F_loss'], Fh, W, model.noise_var, mask)
+                loss = nll + prior_weight * _latent_cost(model.prior, z)
+                loss.sum().backward()
+                opt.step()
+            out[idx] = z.detach().cpu().numpy()
+            if progress:
+                print('refined %d/%d' % (s + len(idx), n), flush=True)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return out

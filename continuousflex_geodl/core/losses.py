@@ -66,8 +66,11 @@ class KnnStrain(torch.nn.Module):
 
     def forward(self, positions):
         B, N, _ = positions.shape
-        inc = torch.sparse_coo_tensor(self.inc_idx, self.inc_val.to(positions.dtype),
-                                      (len(self.d0), N))
+        inc = getattr(self, '_inc', None)
+        if inc is None or inc.device != positions.device or inc.dtype != positions.dtype:
+            inc = torch.sparse_coo_tensor(self.inc_idx, self.inc_val.to(positions.dtype),
+                                          (len(self.d0), N), check_invariants=True).coalesce()
+            self._inc = inc
         d = torch.sparse.mm(inc, positions.transpose(0, 1).reshape(N, B * 3))
         d = d.view(-1, B, 3)
         dist = torch.sqrt((d ** 2).sum(-1) + 1e-8)  # (E, B)

@@ -341,7 +341,7 @@ def latent_spearman_axes(z, true_coords, method='regression', n_axes=None):
 
 def _knn(points, k):
     from scipy.spatial import cKDTree
-    tree = cKDTree(points)
+    tree = cKDTree(points, compact_nodes=False)
     _, idx = tree.query(points, k=k + 1)
     # drop each point itself (with duplicate points it need not come first)
     is_self = idx == np.arange(len(points))[:, None]

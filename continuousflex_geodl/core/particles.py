@@ -140,26 +140,31 @@ class ParticleSet:
 
 # ---------------------------------------------------------------- files
 
-def read_star(path, apix=None):
+def read_star(path, apix=None, root=None):
     """RELION .star -> ParticleSet (see ``core.io.star.read_star``)."""
     from .io.star import read_star as _read
-    return _read(path, apix=apix)
+    return _read(path, apix=apix, root=root)
 
 
-def load_particles(path, apix=None):
+def load_particles(path, apix=None, root=None):
     """Load a particle set from a RELION .star (3.0 / 3.1+) or an Xmipp .xmd file.
 
-    ``apix`` (A/pixel) overrides the file's pixel size.  Raises
-    FileNotFoundError for a missing file or stack and ValueError (naming the
-    file and column) for malformed content or an empty set.
+    ``apix`` (A/pixel) overrides the file's pixel size.  ``root``: folder
+    every image file named in the file must lie in (default: env
+    ``CFGEODL_DATA_ROOT``; see ``core.fileio.check_data_path`` for the
+    path policy).  Raises FileNotFoundError for a missing file or stack and
+    ValueError (naming the file and column) for malformed content, paths
+    that escape their folder, or an empty set.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path):
+        raise ValueError('%s is a folder: give a particle .star or .xmd file' % path)
     if ext == '.star':
-        pset = read_star(path, apix=apix)
+        pset = read_star(path, apix=apix, root=root)
     elif ext == '.xmd':
         from .io.xmd import read_xmd
-        pset = read_xmd(path, apix=apix)
+        pset = read_xmd(path, apix=apix, root=root)
     else:
         raise ValueError("Unknown particle file type '%s' (%s): give a RELION .star or "
                          "an Xmipp .xmd" % (ext, path))

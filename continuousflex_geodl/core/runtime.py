@@ -41,25 +41,52 @@ def init_keops():
     return pykeops
 
 
-def resolve_device(name='cpu', allow_cpu_fallback=False):
-    """'cpu', 'cuda' or 'cuda:N' -> torch.device, with a clear error.
+#: environment variable that allows the CPU fallback for every command
+CPU_FALLBACK_ENV = 'CFGEODL_ALLOW_CPU_FALLBACK'
 
-    Raises RuntimeError when CUDA is asked for and absent, unless
-    ``allow_cpu_fallback`` (then returns cpu and warns on stderr).
+
+def resolve_device(name='cpu', allow_cpu_fallback=None):
+    """'cpu', 'cuda', 'gpu' or 'cuda:N' -> torch.device, with a clear error.
+
+    Raises RuntimeError when CUDA is asked for and absent (or GPU N does not
+    exist), unless the CPU fallback is allowed (``allow_cpu_fallback``; None:
+    the environment variable ``CFGEODL_ALLOW_CPU_FALLBACK=1``): then returns
+    cpu and warns on stderr.  Unknown names raise ValueError.
     """
     import sys
     import torch
-    name = (name or 'cpu').strip().lower()
+    if allow_cpu_fallback is None:
+        allow_cpu_fallback = os.environ.get(CPU_FALLBACK_ENV, '').strip().lower() in (
+            '1', 'true', 'yes', 'on')
+    name = str(name or 'cpu').strip().lower()
     if name.startswith('cuda') or name == 'gpu':
-        if not torch.cuda.is_available():
+        index = None
+        if name.startswith('cuda:'):
+            try:
+                index = int(name[5:])
+            except ValueError:
+                raise ValueError("Unknown device '%s': use cpu, cuda or cuda:N (N a GPU "
+                                 "number)" % name) from None
+        elif name not in ('cuda', 'gpu'):
+            raise ValueError("Unknown device '%s': use cpu, cuda or cuda:N" % name)
+        available = torch.cuda.is_available()
+        count = torch.cuda.device_count() if available else 0
+        problem = None
+        if not available:
+            problem = ("Device '%s' was requested but this machine has no usable CUDA GPU "
+                       "(torch.cuda.is_available() is False)" % name)
+        elif index is not None and not 0 <= index < count:
+            problem = ("Device '%s' was requested but this machine has %d CUDA GPU(s) "
+                       "(numbered 0 to %d)" % (name, count, count - 1))
+        if problem:
             if allow_cpu_fallback:
-                print('WARNING: CUDA requested but not available; running on the CPU.',
-                      file=sys.stderr)
+                print('WARNING: %s; running on the CPU instead (CPU fallback allowed).'
+                      % problem, file=sys.stderr)
                 return torch.device('cpu')
             raise RuntimeError(
-                "Device '%s' was requested but this machine has no usable CUDA GPU "
-                "(torch.cuda.is_available() is False). Use --device cpu, or allow the "
-                "CPU fallback." % name)
+                '%s. Run with --device cpu, or allow the CPU fallback (train '
+                '--allow-cpu-fallback, or set the environment variable %s=1).'
+                % (problem, CPU_FALLBACK_ENV))
         return torch.device('cuda' if name == 'gpu' else name)
     if name != 'cpu':
         raise ValueError("Unknown device '%s': use cpu, cuda or cuda:N" % name)

@@ -253,7 +253,7 @@ def _split_domains(pos, labels, moving_domain):
 def _interdomain_gap(pos, mask):
     """Mean distance (A) from each moving atom to the nearest fixed atom."""
     from scipy.spatial import cKDTree
-    return float(np.mean(cKDTree(pos[~mask]).query(pos[mask])[0]))
+    return float(np.mean(cKDTree(pos[~mask], compact_nodes=False).query(pos[mask])[0]))
 
 
 def _hinge_geometry(pos, mask):
@@ -268,7 +268,7 @@ def _hinge_geometry(pos, mask):
     """
     from scipy.spatial import cKDTree
     fixed, moving = pos[~mask], pos[mask]
-    d, j = cKDTree(fixed).query(moving)
+    d, j = cKDTree(fixed, compact_nodes=False).query(moving)
     order = np.argsort(d)[:max(3, min(20, len(moving) // 10))]
     interface = 0.5 * (moving[order] + fixed[j[order]]).mean(0)
     junctions = np.nonzero(mask[1:] != mask[:-1])[0]

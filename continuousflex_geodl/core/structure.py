@@ -104,8 +104,46 @@ def read_atomic_model(path, model_index=0):
                 res.append(key)
     if not pos:
         raise ValueError('The atomic model %s contains no heavy atoms' % path)
-    return Structure(np.asarray(pos, float), np.asarray(mass, float), 1.5,
-                     residues=np.asarray(res))
+    pos = np.asarray(pos, float)
+    if not np.isfinite(pos).all():
+        raise ValueError('The atomic model %s has atoms with NaN/Inf coordinates' % path)
+    return Structure(pos, np.asarray(mass, float), 1.5, residues=np.asarray(res))
+
+
+def check_in_box(positions, box, apix, source='The reference', warn_fraction=0.1):
+    """Check that a structure (positions (N, 3) A about the box centre) lies in
+    the particle box (``box`` px of ``apix`` A).
+
+    Raises ValueError when no atom is inside the box (the model is not in
+    the frame of the particles); warns on stderr when more than
+    ``warn_fraction`` of the atoms are outside.  Returns the inside fraction.
+    """
+    import sys
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(pos) == 0:
+        raise ValueError('%s has no atoms.' % source)
+    if not np.isfinite(pos).all():
+        raise ValueError('%s has atoms with NaN/Inf coordinates.' % source)
+    half = 0.5 * int(box) * float(apix)
+    inside = np.all(np.abs(pos) <= half, axis=1)
+    frac = float(inside.mean())
+    centre = pos.mean(0)
+    where = ('its atoms span x %.0f..%.0f, y %.0f..%.0f, z %.0f..%.0f A (centre %.0f, %.0f, '
+             '%.0f A) but the box spans -%.0f..%.0f A about its centre'
+             % (pos[:, 0].min(), pos[:, 0].max(), pos[:, 1].min(), pos[:, 1].max(),
+                pos[:, 2].min(), pos[:, 2].max(), centre[0], centre[1], centre[2],
+                half, half))
+    fix = ('Coordinates must be in A about the centre of the particle box (the frame of '
+           'the consensus map): fit the model into the map and save it relative to the map '
+           '(ChimeraX: save ... relModel #map), or, if it was fitted into a map whose origin '
+           'is its corner, subtract the map centre (%.1f A) from x, y and z.' % half)
+    if frac == 0.0:
+        raise ValueError('%s has no atom inside the particle box (%d px x %.3g A): %s. %s'
+                         % (source, int(box), float(apix), where, fix))
+    if 1.0 - frac > warn_fraction:
+        print('WARNING: %s has %.0f%% of its atoms outside the particle box: %s. %s'
+              % (source, 100 * (1 - frac), where, fix), file=sys.stderr)
+    return frac
 
 
 def coarse_grain(structure, mode='residue', n=None, atoms_per_bead=None, seed=0):
@@ -147,7 +185,7 @@ def _median_spacing(p):
     from scipy.spatial import cKDTree
     if len(p) < 2:
         return 2.0
-    d, _ = cKDTree(p).query(p, k=2)
+    d, _ = cKDTree(p, compact_nodes=False).query(p, k=2)
     return float(np.median(d[:, 1]))
 
 
@@ -215,7 +253,7 @@ def fit_to_map(volume, apix, n_atoms, method='kmeans', threshold=None, sigma=Non
         centres = _ot_quantise(pts, w, n_atoms, apix, max_ot_samples, n_iter, rng)
     else:
         raise ValueError("Unknown fit_to_map method '%s' (use 'kmeans' or 'ot')" % method)
-    _, cell = cKDTree(centres).query(pts)
+    _, cell = cKDTree(centres, compact_nodes=False).query(pts)
     amps = np.bincount(cell, weights=w, minlength=len(centres))
     s = 0.5 * _median_spacing(centres) if sigma is None else float(sigma)
     return Structure(centres, amps, s)

@@ -52,9 +52,11 @@ class GeoDLProtTrain(GeoDLProtBase):
                       allowsNull=True, expertLevel=params.LEVEL_ADVANCED,
                       label='ContinuousFlex normal modes (optional)',
                       help='Normal modes of the reference computed with ContinuousFlex '
-                           '(NMA protocol). When given, the decoder deforms the reference '
-                           'in the span of these modes (as HEMNMA). Needs a core version '
-                           'whose train command accepts --modes.')
+                           '(NMA protocol), on the same atomic model as the reference '
+                           '(same frame). When given, the decoder deforms the reference '
+                           'only in the span of these modes (as HEMNMA / DeepHEMNMA); '
+                           'the modes are interpolated onto the pseudo-atoms. Rigid-body '
+                           'modes 1-6 and disabled modes are skipped.')
 
         form.addSection(label='Model')
         form.addParam('zdim', params.IntParam, default=4, validators=[params.Positive],
@@ -232,6 +234,8 @@ class GeoDLProtTrain(GeoDLProtBase):
         parts = self.inputParticles.get()
         if parts is None:
             return ['Select the input particles.']
+        if parts.getSize() == 0:
+            errors.append('The input particle set is empty: select a set with particles.')
         if not parts.hasCTF():
             errors.append('The input particles have no CTF; estimate it (e.g. CTFFIND) '
                           'and re-extract, or assign one, before training.')
@@ -246,14 +250,19 @@ class GeoDLProtTrain(GeoDLProtBase):
             errors.append('Select a reference atomic model or map.')
         elif isinstance(ref, Volume):
             vbox = ref.getXDim()
+            psr = parts.getSamplingRate()
             if vbox and box and vbox != box:
                 errors.append('The reference map box (%d px) differs from the particle box '
-                              '(%d px); resize one of them.' % (vbox, box))
+                              '(%d px); resample the map to %d px at %.4f A/px (e.g. '
+                              'xmipp3 "crop/resize volumes" or relion_image_handler '
+                              '--new_box %d --rescale_angpix %.4f).'
+                              % (vbox, box, box, psr or 0, box, psr or 0))
             sr = ref.getSamplingRate()
-            if sr and parts.getSamplingRate() and \
-                    abs(sr - parts.getSamplingRate()) > 1e-3 * sr:
+            if sr and psr and abs(sr - psr) > 1e-3 * sr:
                 errors.append('The reference map pixel size (%.4f A) differs from the '
-                              'particles\' (%.4f A).' % (sr, parts.getSamplingRate()))
+                              'particles\' (%.4f A); resample the map to %.4f A/px (e.g. '
+                              'xmipp3 "crop/resize volumes") or correct the sampling rate '
+                              'that is wrong.' % (sr, psr, psr))
         if self.nAtoms.get() is not None and self.nAtoms.get() < 0:
             errors.append('The number of pseudo-atoms must be 0 (automatic) or positive.')
         if self.nmaModes.get() is not None and self.nmaModes.get() < 0:

@@ -12,6 +12,9 @@ os.environ.setdefault('CFGEODL_KEOPS_CACHE', os.path.join(
     os.path.expanduser('~'), '.cache', 'continuousflex_geodl', 'keops-tests'))
 os.environ.setdefault('KEOPS_CACHE_FOLDER', os.environ['CFGEODL_KEOPS_CACHE'])
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# OpenMP threads sleep when idle (set before torch loads): spinning threads
+# slow the suite many-fold on a shared 2-core machine
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 
 def pytest_addoption(parser):

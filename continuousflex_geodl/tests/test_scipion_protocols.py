@@ -86,6 +86,10 @@ def test_train_command_line_parses_and_carries_every_setting(tmp_path):
     assert a.reference == str(tmp_path / 'ref.pdb')
     prot.allAtoms.set(True)
     assert _parse('train', prot._trainArgs()).n_atoms == 'all'
+    # converted ContinuousFlex modes are handed to the core's --modes
+    os.makedirs(os.path.dirname(prot._getModesFile()), exist_ok=True)
+    open(prot._getModesFile(), 'w').close()
+    assert _parse('train', prot._trainArgs()).modes == prot._getModesFile()
     # a checkpoint in the model folder -> Continue resumes
     ck = os.path.join(prot._getModelDir(), 'checkpoints')
     assert ck.startswith(str(tmp_path))
@@ -95,12 +99,12 @@ def test_train_command_line_parses_and_carries_every_setting(tmp_path):
 
 
 def test_predict_command_line_parses(tmp_path):
-    prot = GeoDLProtPredict(batchSize=64, numberOfThreads=2)
+    prot = GeoDLProtPredict(batchSize=64, numberOfThreads=2, refineSteps=7)
     prot.inputModel.set(GeoDLModel(modelDir=str(tmp_path / 'model'), zdim=2, box=32, apix=2.0))
     prot.inputParticles.set(_particles(tmp_path))
     a = _parse('infer', prot._inferArgs())
-    assert (a.model, a.batch_size, a.threads, a.device) == (str(tmp_path / 'model'), 64, 2,
-                                                            'cpu')
+    assert (a.model, a.batch_size, a.threads, a.device, a.refine_steps) == (
+        str(tmp_path / 'model'), 64, 2, 'cpu', 7)
     assert a.out.endswith('.npy')
 
 

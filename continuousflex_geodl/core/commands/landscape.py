@@ -13,6 +13,7 @@ Sub-commands and the files they write
 
 landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
         [--n-states auto|bic|K] [--method gmm|kmeans] [--prior MODEL_DIR|prior.npz]
+        [--barrier 1] [--density-smoothing 1]
         [--model MODEL_DIR] [--latent-dG] [--units kT|kcal/mol|kJ/mol]
   DIR/embedding.npy            (N, 2) float32 2D embedding of every particle
                                ((N, 1) when K = 1)
@@ -144,6 +145,10 @@ def _state_args(p):
     p.add_argument('--min-population', type=float, default=0.01,
                    help="'auto' states: merge basins holding less than this fraction "
                         '(default 0.01)')
+    p.add_argument('--density-smoothing', type=int, default=1,
+                   help="'auto' states: times the density is averaged over each "
+                        "particle's graph neighbours before finding basins (default 1; "
+                        '0: the density at each particle)')
     p.add_argument('--max-states', type=int, default=10,
                    help='largest number of mixture components tried by BIC (default 10)')
     p.add_argument('--max-fit', type=int, default=20000,
@@ -301,6 +306,7 @@ def main(args):
                   bins=args.bins, bandwidth=_bandwidth(args.bandwidth), units=args.units,
                   temperature=args.temperature, seed=args.seed,
                   latent_dG=args.latent_dG, latent_boot=args.latent_bootstrap,
+                  smooth=args.density_smoothing,
                   decoder=make_decoder(args.model, args.device, not args.no_volumes))
     elif action == 'path':
         z = P.load_latents(args.latents)
@@ -315,7 +321,8 @@ def main(args):
                        decoder=make_decoder(args.model, args.device, not args.no_volumes),
                        method=args.method, n_states=_n_states(args.n_states),
                        barrier=args.barrier, min_population=args.min_population,
-                       max_states=args.max_states, max_fit=args.max_fit)
+                       max_states=args.max_states, max_fit=args.max_fit,
+                       smooth=args.density_smoothing)
     elif action == 'subset':
         if not os.path.isdir(args.landscape):
             raise FileNotFoundError("Landscape folder not found: '%s'" % args.landscape)

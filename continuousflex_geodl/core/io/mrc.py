@@ -27,6 +27,45 @@ from ..fileio import atomic_path
 MRC_EXTENSIONS = ('.mrc', '.mrcs', '.map', '.st', '.ali', '.rec')
 
 
+def _bad(path, why):
+    return ValueError("Cannot read the MRC file %s: %s. The file is truncated or is not an "
+                      "MRC image/stack/map; re-export or re-extract it." % (path, why))
+
+
+def _check_header(path):
+    """Cheap sanity check of the 1024-byte header against the file size.
+
+    Catches truncated files (fewer bytes than the header announces) and
+    absurd headers before mrcfile allocates buffers from them (a corrupt
+    extended-header size could otherwise ask for gigabytes).  Headers this
+    check cannot interpret are left to mrcfile.
+    """
+    from mrcfile import utils
+    from mrcfile.dtypes import HEADER_DTYPE
+    size = os.path.getsize(path)
+    if size < HEADER_DTYPE.itemsize:
+        raise _bad(path, 'it has %d bytes, fewer than the 1024 of an MRC header' % size)
+    with open(path, 'rb') as f:
+        raw = f.read(HEADER_DTYPE.itemsize)
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(())
+    if bytes(header['map'])[:3] != b'MAP':
+        raise _bad(path, "no 'MAP' identifier in its header")
+    try:
+        order = utils.byte_order_from_machine_stamp(header['machst'])
+        header = header.view(HEADER_DTYPE.newbyteorder(order))
+        dtype = utils.dtype_from_mode(header['mode'])
+    except (ValueError, TypeError):
+        return  # unusual stamp or mode: mrcfile decides (and its error is wrapped)
+    nx, ny, nz, ext = (int(header[k]) for k in ('nx', 'ny', 'nz', 'nsymbt'))
+    if min(nx, ny, nz) < 1 or ext < 0:
+        raise _bad(path, 'its header gives impossible dimensions %d x %d x %d (extended '
+                   'header %d bytes)' % (nx, ny, nz, ext))
+    need = HEADER_DTYPE.itemsize + ext + nx * ny * nz * np.dtype(dtype).itemsize
+    if size < need:
+        raise _bad(path, 'its header announces %d x %d x %d values (%d bytes with the '
+                   'headers) but the file has only %d bytes' % (nx, ny, nz, need, size))
+
+
 def _open(path, mmap=False):
     import mrcfile
     path = os.fspath(path)
@@ -34,6 +73,10 @@ def _open(path, mmap=False):
         raise FileNotFoundError("MRC file not found: %s" % path)
     if os.path.isdir(path):
         raise ValueError("%s is a folder, not an MRC file" % path)
+    try:
+        _check_header(path)
+    except OSError as exc:
+        raise _bad(path, '%s: %s' % (type(exc).__name__, exc)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -71,6 +114,33 @@ def mrc_info(path):
         return dict(shape=tuple(int(s) for s in m.data.shape), apix=_voxel_size(m, path),
                     origin=(float(o.x), float(o.y), float(o.z)),
                     is_stack=bool(m.is_image_stack()))
+
+
+def check_same_grid(path, box, apix, what='The reference map', rtol=0.01):
+    """Compare a map's grid with the particles' (``box`` px, ``apix`` A/px).
+
+    A pixel size differing by more than ``rtol`` raises ValueError offering
+    the resampling command; a different box at the same pixel size only
+    warns (the map is used in A about its centre).  Returns the map's
+    (box, apix).
+    """
+    import sys
+    info = mrc_info(path)
+    mbox, mapix = int(info['shape'][-1]), float(info['apix'])
+    cmd = ("relion_image_handler --i %s --o resampled.mrc --angpix %.4f --rescale_angpix "
+           "%.4f --new_box %d" % (os.path.basename(os.fspath(path)), mapix, float(apix),
+                                  int(box)))
+    if abs(mapix - float(apix)) > rtol * float(apix):
+        raise ValueError('%s %s has %d px at %.4f A/px but the particles have %d px at %.4f '
+                         'A/px: resample the map onto the particles\' grid first, e.g. %s '
+                         '(or Scipion/Xmipp "crop/resize volumes"); if the map header\'s '
+                         'pixel size is wrong, fix the header instead.'
+                         % (what, path, mbox, mapix, int(box), float(apix), cmd))
+    if mbox != int(box):
+        print('WARNING: %s %s has a box of %d px and the particles %d px (same pixel size); '
+              'it is used in A about its centre. To match exactly, resample it: %s'
+              % (what, path, mbox, int(box), cmd), file=sys.stderr)
+    return mbox, mapix
 
 
 def _set_header(m, shape, apix, stack):
@@ -160,9 +230,14 @@ class StackWriter:
             self.abort()
             raise ValueError('StackWriter(%s): %d images written, %d announced'
                              % (self.path, self.count, self.n))
-        self._m.update_header_stats()
-        self._m.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._m.update_header_stats()
+            self._m.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+            raise
         return self.path
 
     def abort(self):

@@ -34,7 +34,10 @@ class _XmippStack:
             img.read(path, xmippLib.HEADER)
             x, y, z, n = img.getDimensions()
         except Exception as exc:
-            raise ValueError("Cannot read the image stack %s (%s)" % (path, exc)) from None
+            first = ' '.join(str(exc).split()).split(' File: ')[0][:200]
+            raise ValueError("Cannot read the image stack %s: it is neither an MRC stack nor "
+                             "an image format the Xmipp bindings read (%s). Convert it to "
+                             ".mrcs or correct the path." % (path, first)) from None
         if z != 1 or x != y:
             raise ValueError("The stack %s holds images of %dx%dx%d voxels: square 2D "
                              "images are expected" % (path, x, y, z))
@@ -58,17 +61,25 @@ def open_image_file(path):
     return _XmippStack(path)
 
 
-def resolve_image_path(name, meta_dir, cache=None):
+def resolve_image_path(name, meta_dir, cache=None, root=None, source=None):
     """Absolute path of an image file named in a metadata file (.star/.xmd).
 
     Absolute names are kept.  Relative names are looked up relative to the
     metadata file's folder, then its parents (RELION writes names relative
     to the project folder, e.g. ``Extract/job012/...`` in a star under
-    ``Refine3D/job020/``); if none exists, the path relative to the folder
-    is returned (and reported missing by the caller).
+    ``Refine3D/job020/``), never above the data root; if none exists, the
+    path relative to the folder is returned (and reported missing by the
+    caller).  Names that climb out with ``..``, and (when a data root is set:
+    ``root`` or env ``CFGEODL_DATA_ROOT``) files outside the data root, are
+    refused with a ValueError (``core.fileio.check_data_path``).
+    ``source`` (the metadata file) is named in messages.
     """
+    from ..fileio import check_data_path, check_in_root, data_root
     if cache is not None and name in cache:
         return cache[name]
+    src = source or meta_dir
+    check_data_path(name, src)
+    root = data_root(root)
     if os.path.isabs(name):
         found = os.path.normpath(name)
     else:
@@ -79,11 +90,12 @@ def resolve_image_path(name, meta_dir, cache=None):
                 found = cand
                 break
             parent = os.path.dirname(d)
-            if parent == d:
+            if parent == d or (root is not None and os.path.normpath(d) == root):
                 break
             d = parent
         if found is None:
             found = os.path.normpath(os.path.join(meta_dir, name))
+    check_in_root(found, src, root)
     if cache is not None:
         cache[name] = found
     return found

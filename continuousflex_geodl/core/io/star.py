@@ -77,8 +77,18 @@ def _numeric(df, col, path):
                    % (col, vals.iloc[k], k + 1)) from None
 
 
+def _no_duplicate_columns(df, path, block):
+    dup = sorted(set(df.columns[df.columns.duplicated()].astype(str)))
+    if dup:
+        raise _err(path, 'column(s) %s appear more than once in the %s table: remove the '
+                   'repeated header lines' % (', '.join(dup), block))
+
+
 def _particle_table(blocks, path):
     import pandas as pd
+    for name, df in blocks.items():
+        if isinstance(df, pd.DataFrame):
+            _no_duplicate_columns(df, path, 'data_%s' % name)
     parts = blocks.get('particles')
     if not isinstance(parts, pd.DataFrame):
         parts = None
@@ -130,7 +140,7 @@ def _pixel_size(parts, path):
     return float(apix[0])
 
 
-def _image_refs(parts, path):
+def _image_refs(parts, path, root=None):
     """(files list, file index, 0-based image index) from rlnImageName."""
     import pandas as pd
 
@@ -148,7 +158,7 @@ def _image_refs(parts, path):
                    % (bad[0] + 1, names.iloc[bad[0]]))
     codes, uniq = pd.factorize(split[1])
     folder, cache = os.path.dirname(path), {}
-    files = [resolve_image_path(f, folder, cache) for f in uniq]
+    files = [resolve_image_path(f, folder, cache, root=root, source=path) for f in uniq]
     for f in files:
         if not os.path.exists(f):
             raise FileNotFoundError("The image stack '%s' named in the particle file %s does "
@@ -156,30 +166,46 @@ def _image_refs(parts, path):
     return files, codes.astype(np.int64), idx.astype(np.int64) - 1
 
 
-def read_star(path, apix=None):
+def _all_or_none(parts, cols, path, what):
+    """True if all ``cols`` are present, False if none; a clear error otherwise."""
+    have = [c for c in cols if c in parts]
+    if have and len(have) != len(cols):
+        raise _err(path, 'has %s but not %s: the %s are incomplete. Give all of %s, or none.'
+                   % (', '.join(have), ', '.join(c for c in cols if c not in have), what,
+                      ', '.join(cols)))
+    return bool(have)
+
+
+def read_star(path, apix=None, root=None):
     """RELION 3.0 or 3.1+ particle .star -> ``ParticleSet`` (see module docstring).
 
-    ``apix`` (A/pixel) overrides the pixel size of the file.
+    ``apix`` (A/pixel) overrides the pixel size of the file.  ``root``: data
+    root folder that every image file must lie in (default: env
+    ``CFGEODL_DATA_ROOT``, else no restriction on absolute names; see
+    ``core.fileio.check_data_path``).
     """
     from ..particles import ParticleSet
     from .stack import ImageSource
     path = os.path.abspath(os.fspath(path))
     parts = _particle_table(_read_blocks(path), path)
+    if len(parts) == 0:
+        raise _err(path, 'the particle table is empty (no particles): select a non-empty '
+                   'set of particles')
     file_apix = _pixel_size(parts, path)
     apix = file_apix if apix is None else float(apix)
     if apix is None:
         raise _err(path, 'no pixel size (rlnImagePixelSize in the optics table, or '
                    'rlnDetectorPixelSize and rlnMagnification): give it explicitly')
-    files, fidx, iidx = _image_refs(parts, path)
+    files, fidx, iidx = _image_refs(parts, path, root)
     images = ImageSource.from_arrays(files, fidx, iidx)
 
     euler = shifts = None
-    if all(c in parts for c in _ANGLES):
+    if _all_or_none(parts, _ANGLES, path, 'angles'):
         euler = np.stack([_numeric(parts, c, path) for c in _ANGLES], axis=1)
-    if 'rlnOriginXAngst' in parts and 'rlnOriginYAngst' in parts:
+    if _all_or_none(parts, ('rlnOriginXAngst', 'rlnOriginYAngst'), path, 'shifts'):
         shifts = -np.stack([_numeric(parts, c, path)
                             for c in ('rlnOriginXAngst', 'rlnOriginYAngst')], axis=1)
-    elif 'rlnOriginX' in parts and 'rlnOriginY' in parts:
+    elif _all_or_none(parts, ('rlnOriginX', 'rlnOriginY'), path, 'shifts'):
         shifts = -np.stack([_numeric(parts, c, path)
                             for c in ('rlnOriginX', 'rlnOriginY')], axis=1) * apix
     elif euler is not None:

@@ -45,24 +45,123 @@ def _xmipp():
     return xmippLib
 
 
-def read_xmd(path, apix=None):
-    """Xmipp particle metadata (.xmd) -> ``ParticleSet`` (see module docstring)."""
-    import pandas as pd
+class _CapturedStderr:
+    """Redirect the process's stderr (fd 2, where Xmipp's C++ code writes its
+    parse warnings) to a temporary file; ``text()`` reads what was written."""
 
-    from ..particles import ParticleSet
-    from .stack import ImageSource, resolve_image_path
+    def __enter__(self):
+        import sys
+        import tempfile
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def text(self):
+        self._tmp.seek(0)
+        return self._tmp.read().decode('utf-8', 'replace')
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.close()
+        return False
+
+
+_PROBE = """
+import sys
+import xmippLib
+md = xmippLib.MetaData(sys.argv[1])
+for label in md.getActiveLabels():
+    md.getColumnValues(label)
+"""
+
+
+def _probe(path, timeout=300):
+    """Parse ``path`` with Xmipp in a throw-away process first.
+
+    Xmipp's metadata parser aborts or segfaults on some malformed files
+    (found by fuzzing: a trailing ``data_`` line, a truncated block name, a
+    block without ``loop_``), which would kill the calling process without a
+    message.  A crash or a hang there becomes a ValueError here; Python-level
+    errors are left to the in-process read (same file, same error).
+    """
+    import subprocess
+    import sys
+    try:
+        res = subprocess.run([sys.executable, '-c', _PROBE, path], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ValueError('Cannot read the Xmipp metadata %s: parsing it did not finish in '
+                         '%d s. The file is malformed; regenerate it.' % (path, timeout)) \
+            from None
+    if res.returncode < 0:
+        raise ValueError('Cannot read the Xmipp metadata %s: the Xmipp parser crashed on it '
+                         '(signal %d). The file is malformed or truncated (e.g. an '
+                         'incomplete data_ block); regenerate it.' % (path, -res.returncode))
+
+
+def read_xmd(path, apix=None, root=None):
+    """Xmipp particle metadata (.xmd) -> ``ParticleSet`` (see module docstring).
+
+    ``root``: data root that every image file must lie in (see
+    ``core.fileio.check_data_path``).  Values Xmipp cannot parse (which it
+    would silently read as 0), text that is not UTF-8 and files that crash
+    Xmipp's parser (checked in a separate process first, ~0.2 s) give a
+    ValueError.
+    """
     x = _xmipp()
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError('Particle file not found: %s' % path)
+    if os.path.isdir(path):
+        raise ValueError('%s is a folder, not an Xmipp metadata file' % path)
+    _probe(path)
+    with _CapturedStderr() as err:
+        try:
+            return _read_xmd(x, path, apix, root, err)
+        except (ValueError, FileNotFoundError):
+            raise
+        except UnicodeDecodeError:
+            raise ValueError('The Xmipp metadata %s contains text that is not valid UTF-8: '
+                             'the file is corrupt; regenerate it.' % path) from None
+        except Exception as exc:  # XmippError, SystemError... from the bindings
+            msg = ' '.join(str(exc).split())[:300]
+            raise ValueError('Cannot read the Xmipp metadata %s (%s: %s). Check that it is '
+                             'a complete .xmd file.' % (path, type(exc).__name__, msg)) \
+                from None
+
+
+def _parse_warnings(err, path):
+    """Raise if Xmipp reported values it could not parse (it stores them as 0)."""
+    import re
+    text = err.text()
+    cols = sorted(set(re.findall(r"Error parsing column '([^']*)'", text)))
+    if cols or 'valueIn.failed' in text:
+        raise ValueError('The Xmipp metadata %s has values that are not numbers (or a '
+                         'row with missing values) in column(s) %s: Xmipp would read them '
+                         'as 0. Fix or regenerate the file.'
+                         % (path, ', '.join(cols) or '(unknown)'))
+
+
+def _read_xmd(x, path, apix, root, err):
+    import pandas as pd
+
+    from ..particles import ParticleSet
+    from .stack import ImageSource, resolve_image_path
     try:
         md = x.MetaData(path)
     except Exception as exc:
         msg = ' '.join(str(exc).split())
         raise ValueError('Cannot parse the Xmipp metadata %s (%s). Check that it is a '
                          'complete .xmd file.' % (path, msg)) from None
+    _parse_warnings(err, path)
     if md.containsLabel(x.MDL_ENABLED):
         md.removeDisabled()
+    if md.size() == 0:
+        raise ValueError('The Xmipp metadata %s contains no (enabled) particles: select a '
+                         'non-empty set' % path)
     if md.size() and not md.containsLabel(x.MDL_IMAGE):
         raise ValueError('The Xmipp metadata %s has no image column: give a particle .xmd'
                          % path)
@@ -89,11 +188,13 @@ def read_xmd(path, apix=None):
         try:
             i = int(i)
         except ValueError:
-            raise ValueError("%s, particle %d: bad image index in '%s'"
-                             % (path, k + 1, name)) from None
+            i = 0
+        if i < 1:
+            raise ValueError("%s, particle %d: bad image index in '%s' (indices are "
+                             "integers from 1)" % (path, k + 1, name))
         c = codes.get(f)
         if c is None:
-            full = resolve_image_path(f, folder, cache)
+            full = resolve_image_path(f, folder, cache, root=root, source=path)
             if not os.path.exists(full):
                 raise FileNotFoundError("The image stack '%s' named in the particle file %s "
                                         "does not exist (moved or deleted?)" % (full, path))
@@ -105,6 +206,13 @@ def read_xmd(path, apix=None):
     n = len(names)
 
     euler = shifts = ctf = None
+    for group, what in ((_ANG, 'angles'), (_SHIFT, 'shifts')):
+        have = [c for c in group if md.containsLabel(lab[c])]
+        if have and len(have) != len(group):
+            raise ValueError('The Xmipp metadata %s has %s but not %s: the %s are '
+                             'incomplete' % (path, ', '.join(x.label2Str(lab[c]) for c in have),
+                                             ', '.join(x.label2Str(lab[c]) for c in group
+                                                       if c not in have), what))
     if all(md.containsLabel(lab[c]) for c in _ANG):
         euler = np.stack([col(c) for c in _ANG], axis=1)
     if all(md.containsLabel(lab[c]) for c in _SHIFT):
@@ -140,6 +248,7 @@ def read_xmd(path, apix=None):
         if label not in consumed:
             meta[x.label2Str(label)] = md.getColumnValues(label)
     meta = pd.DataFrame(meta) if meta else None
+    _parse_warnings(err, path)
     return ParticleSet(images, float(apix), euler, shifts, ctf, meta, source=path)
 
 

@@ -41,7 +41,7 @@ def isometry_correlation(z, decode_fn, n_anchors=200, k=5, seed=0, batch=256):
     z = _check(z)
     rng = np.random.default_rng(seed)
     anchors = rng.choice(len(z), min(int(n_anchors), len(z)), replace=False)
-    _, nb = cKDTree(z).query(z[anchors], k=int(k) + 1)
+    _, nb = cKDTree(z, compact_nodes=False).query(z[anchors], k=int(k) + 1)
     pairs = np.array([(a, b) for a, row in zip(anchors, nb) for b in row[1:] if b != a])
     uniq, inv = np.unique(pairs.ravel(), return_inverse=True)
     pos = np.concatenate([np.asarray(decode_fn(z[uniq[s:s + batch]].astype(np.float32)),
@@ -123,8 +123,8 @@ def knn_overlap(z1, z2, k=10, n_query=5000, seed=0):
     k = int(min(k, len(a) - 1))
     rng = np.random.default_rng(seed)
     q = rng.choice(len(a), min(int(n_query), len(a)), replace=False)
-    _, na = cKDTree(a).query(a[q], k=k + 1)
-    _, nb = cKDTree(b).query(b[q], k=k + 1)
+    _, na = cKDTree(a, compact_nodes=False).query(a[q], k=k + 1)
+    _, nb = cKDTree(b, compact_nodes=False).query(b[q], k=k + 1)
     shared = [len((set(x) - {i}) & (set(y) - {i})) for i, x, y in zip(q, na, nb)]
     return float(np.mean(shared) / k)
 

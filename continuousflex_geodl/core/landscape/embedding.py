@@ -63,7 +63,7 @@ class Embedding:
     def _knn_transfer(self, z, chunk):
         from scipy.spatial import cKDTree
         if self._tree is None:
-            self._tree = cKDTree(self.fit_latents)
+            self._tree = cKDTree(self.fit_latents, compact_nodes=False)
         k = int(min(self.arrays.get('k', 10), len(self.fit_latents)))
         out = np.empty((len(z), self.n_components))
         for s in range(0, len(z), chunk):

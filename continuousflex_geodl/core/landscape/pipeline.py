@@ -71,7 +71,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
             min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=20,
             fe_boot=50, bins=None, bandwidth='scott', units='kT',
             temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, latent_dG=False,
-            latent_boot=0, log=print):
+            latent_boot=0, smooth=1, log=print):
     """Embedding, free-energy map, states (+ structures at the state centres).
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an
@@ -79,7 +79,8 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     sigma=..., box=...) to write the structures at the state centres.
     ``latent_dG``: also dG of every particle directly in latent space
     (``latent_dG.npz``; a KDE of 5,000 particles evaluated at all N, with
-    ``latent_boot`` bootstrap replicates for its error).
+    ``latent_boot`` bootstrap replicates for its error).  ``smooth``: steps of
+    graph averaging of the density before finding basins (``fit_states``).
     Returns the summary dict (also written to ``summary.json``).
     """
     t0 = time.time()
@@ -121,7 +122,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
                                                   n_states))
     st = fit_states(z, method=method, n_states=n_states, prior=prior, max_states=max_states,
                     barrier=barrier, min_population=min_population, knn=knn, n_boot=n_boot,
-                    max_fit=max_fit, seed=seed)
+                    max_fit=max_fit, seed=seed, smooth=smooth)
     st.save(out)
     _save_npy(os.path.join(out, 'state_centres.npy'), st.centres.astype(np.float32))
     cen_y = emb.transform(st.centres)

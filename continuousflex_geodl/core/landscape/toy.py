@@ -74,7 +74,7 @@ class CurveDecoder:
 
     def coordinate(self, z):
         from scipy.spatial import cKDTree
-        _, i = cKDTree(self.curve).query(np.atleast_2d(z))
+        _, i = cKDTree(self.curve, compact_nodes=False).query(np.atleast_2d(z))
         return self.grid[i]
 
     def __call__(self, z):

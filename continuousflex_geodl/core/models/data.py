@@ -15,22 +15,100 @@ from ..geometry import euler_to_matrix
 from . import imaging
 
 
-def check_particles(pset, need_poses=True):
-    """Clear errors for particle sets the model cannot use."""
-    if len(pset) == 0:
-        raise ValueError('The particle set is empty.')
+def check_particles(pset, need_poses=True, need_ctf=True):
+    """Clear errors (ValueError naming the problem and the fix) for particle
+    sets the model cannot use.
+
+    A ``core.particles.ParticleSet`` gets its full ``check()`` (empty set,
+    pixel size, poses / CTF present and finite, stacks readable and not
+    truncated, one even box, no NaN/Inf in a sample of images; every image
+    is checked again when read, in ``make_batch``).  Duck-typed sets (e.g.
+    ``models.toydata.ToyParticles``) get the same checks on their arrays.
+    ``need_ctf=False`` accepts particles without CTF (images taken as
+    CTF-free, e.g. simulated without CTF).
+    """
+    if hasattr(pset, 'check') and hasattr(pset, 'has_ctf'):
+        pset.check(require_ctf=need_ctf, require_poses=need_poses)
+        return pset
+    n = len(pset)
+    if n == 0:
+        raise ValueError('The particle set is empty: there are no particles to process.')
     if need_poses and getattr(pset, 'euler', None) is None:
         raise ValueError('The particles have no angular assignment (Euler angles): '
                          'this model needs poses from a consensus refinement '
                          '(RELION/cryoSPARC/Xmipp) stored with the particles.')
-    if getattr(pset, 'ctf', None) is None:
-        import sys
-        print('WARNING: the particles have no CTF parameters; assuming images '
-              'without CTF.', file=sys.stderr)
+    if need_ctf and getattr(pset, 'ctf', None) is None:
+        raise ValueError('The particles have no CTF parameters: estimate the CTF (e.g. '
+                         'CTFFIND) and re-extract, or import them with their CTF. Only '
+                         'images without any CTF (e.g. simulated) may be used without it '
+                         '(--no-ctf).')
+    apix = float(pset.apix)
+    if not np.isfinite(apix) or apix <= 0:
+        raise ValueError('The particles have an invalid pixel size %r A.' % pset.apix)
+    for name, width in (('euler', 3), ('shifts', 2), ('ctf', 7)):
+        arr = getattr(pset, name, None)
+        if arr is None:
+            continue
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.shape != (n, width):
+            raise ValueError('The particles\' %s have shape %s, expected (%d, %d).'
+                             % (name, arr.shape, n, width))
+        ok = np.isfinite(arr).all(axis=1)
+        if not ok.all():
+            raise ValueError('Particle %d has NaN/Inf %s: remove it or recompute them.'
+                             % (int(np.nonzero(~ok)[0][0]) + 1, name))
     box = int(pset.box)
     if box % 2:
         raise ValueError('Particle box size %d is odd; the model needs an even box '
                          '(crop or pad the particles by one pixel).' % box)
+    return pset
+
+
+def _bad(what, value, rule):
+    return ValueError('Invalid %s = %r: %s.' % (what, value, rule))
+
+
+def check_settings(cfg):
+    """Clear errors for nonsensical training / model settings (merged dict).
+
+    Only values that cannot work are refused (a latent dimension below 1,
+    no epoch, a batch of no particle, a non-positive learning rate, negative
+    loss weights, ...); batches larger than the set are reduced by the
+    engine, with a warning.
+    """
+    def num(key):
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise _bad(key, v, 'a number is expected')
+        if not np.isfinite(v):
+            raise _bad(key, v, 'a finite number is expected')
+        return v
+
+    def integer(key, low, rule):
+        v = num(key)
+        if int(v) != v or v < low:
+            raise _bad(key, v, rule)
+
+    integer('zdim', 1, 'the latent dimension must be an integer >= 1 (e.g. 4 or 8)')
+    integer('epochs', 1, 'train for at least 1 epoch (to train more later, raise the '
+            'epochs and resume)')
+    integer('batch_size', 1, 'the batch size must be an integer >= 1 (e.g. 32)')
+    if num('lr') <= 0:
+        raise _bad('lr', cfg['lr'], 'the learning rate must be > 0 (e.g. 2e-3)')
+    for key in ('beta', 'w_knn', 'w_sinkhorn'):
+        if key in cfg and num(key) < 0:
+            raise _bad(key, cfg[key], 'loss weights must be >= 0')
+    if cfg.get('prior') == 'gmm' and 'gmm_components' in cfg:
+        integer('gmm_components', 1, 'the mixture prior needs at least 1 component')
+    if cfg.get('decoder') == 'nma' and cfg.get('nma_modes'):
+        integer('nma_modes', 0, 'the number of normal modes must be >= 0')
+    if cfg.get('time_limit') is not None and num('time_limit') < 0:
+        raise _bad('time_limit', cfg['time_limit'], 'the time limit is in minutes, >= 0 '
+                   '(0 or unset: no limit)')
+    if cfg.get('mask_radius') is not None and num('mask_radius') < 0:
+        raise _bad('mask_radius', cfg['mask_radius'], 'a fraction of the half box >= 0 is '
+                   'expected (0: no mask)')
+    return cfg
 
 
 def read_images(pset, idx):
@@ -46,7 +124,13 @@ def read_images(pset, idx):
 def make_batch(pset, idx, model, device='cpu'):
     """Dict of tensors for the particles ``idx`` (see module docstring)."""
     idx = np.asarray(idx, dtype=np.int64)
-    imgs = torch.as_tensor(read_images(pset, idx), device=device)
+    imgs = read_images(pset, idx)
+    finite = np.isfinite(imgs).all(axis=(1, 2))
+    if not finite.all():
+        raise ValueError('Particle %d contains NaN or Inf pixels: remove it from the set '
+                         '(or re-extract the particles) and run again.'
+                         % (int(idx[np.nonzero(~finite)[0][0]]) + 1))
+    imgs = torch.as_tensor(imgs, device=device)
     if imgs.shape[-1] != model.box:
         raise ValueError('Particle box %d px differs from the model box %d px: '
                          'use particles with the same box and pixel size as the '

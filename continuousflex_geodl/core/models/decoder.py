@@ -45,7 +45,7 @@ def knn_graph(positions, k):
     from scipy.spatial import cKDTree
     pos = np.asarray(positions, dtype=np.float64)
     k = min(k, len(pos))
-    _, idx = cKDTree(pos).query(pos, k=k)
+    _, idx = cKDTree(pos, compact_nodes=False).query(pos, k=k)
     return idx.reshape(len(pos), k)
 
 
@@ -107,7 +107,8 @@ class _GraphMixin:
             n, k = self.nbr.shape
             rows = torch.arange(n, device=self.w.device).repeat_interleave(k)
             idx = torch.stack([rows, self.nbr.reshape(-1)])
-            g = torch.sparse_coo_tensor(idx, self.w.reshape(-1), (n, n)).coalesce()
+            g = torch.sparse_coo_tensor(idx, self.w.reshape(-1), (n, n),
+                                        check_invariants=True).coalesce()
             self._graph = g
         return g
 

@@ -46,6 +46,7 @@ MODEL_DEFAULTS = dict(
     mode_lambda=0.25,       # ridge (1 / A^2) of the linearised amplitude estimate
     loss_resolution=None,   # A; None -> auto (see loss_resolution()), 0 -> Nyquist
     refine_poses=False,
+    ctf=True,               # False: trained on CTF-free images (train --no-ctf)
     n_particles=0,
     box=None,
     apix=None,

@@ -19,7 +19,7 @@ def default_cutoff(positions, k=12):
     from scipy.spatial import cKDTree
     pos = np.asarray(positions, dtype=np.float64)
     k = min(k, len(pos) - 1)
-    d, _ = cKDTree(pos).query(pos, k=k + 1)
+    d, _ = cKDTree(pos, compact_nodes=False).query(pos, k=k + 1)
     return float(max(8.0, 1.2 * np.median(d[:, -1])))
 
 
@@ -29,7 +29,7 @@ def anm_hessian(positions, cutoff, gamma=1.0):
     from scipy.spatial import cKDTree
     pos = np.asarray(positions, dtype=np.float64)
     n = len(pos)
-    pairs = np.array(sorted(cKDTree(pos).query_pairs(cutoff)), dtype=np.int64)
+    pairs = np.array(sorted(cKDTree(pos, compact_nodes=False).query_pairs(cutoff)), dtype=np.int64)
     if len(pairs) == 0:
         raise ValueError("No atom pairs closer than the elastic-network cutoff "
                          "(%.1f A): use a larger cutoff." % cutoff)
@@ -102,9 +102,55 @@ def anm_modes(positions, n_modes=16, cutoff=None, gamma=1.0, max_atoms=3000):
 
 def _interpolate_modes(src, modes, dst, k=8):
     from scipy.spatial import cKDTree
-    d, idx = cKDTree(src).query(dst, k=k)
+    d, idx = cKDTree(src, compact_nodes=False).query(dst, k=k)
     h = np.median(d[:, 1]) + 1e-6
     w = np.exp(-(d / h) ** 2)
     w /= w.sum(1, keepdims=True)
     out = (modes[idx] * w[:, :, None, None]).sum(1)
     return (out / np.sqrt((out ** 2).sum((0, 1)) / len(dst))).astype(np.float32)
+
+
+def modes_on_cloud(path, positions, max_gap=None):
+    """Normal modes from a file, interpolated onto a pseudo-atom cloud.
+
+    ``path``: ``.npz`` with ``positions`` (P, 3) A and ``modes`` (P, 3, M)
+    (ContinuousFlex NMA modes as written by the Scipion layer's
+    ``normalModesToNpz``), in the same frame as the reference.  Returns
+    modes (N, 3, M) on ``positions`` (N, 3), each normalised to unit RMS
+    displacement per atom.  Raises ValueError when the file is malformed or
+    when the modes' structure does not overlap the cloud (median distance
+    from a pseudo-atom to the nearest mode atom above ``max_gap`` A,
+    default 10 A): a sign of different frames.
+    """
+    import os
+    from scipy.spatial import cKDTree
+    if not os.path.exists(path):
+        raise FileNotFoundError("Normal-mode file not found: '%s'" % path)
+    try:
+        with np.load(path) as d:
+            src = np.asarray(d['positions'], dtype=np.float64)
+            modes = np.asarray(d['modes'], dtype=np.float64)
+    except (KeyError, ValueError, OSError) as e:
+        raise ValueError("'%s' is not a normal-mode file: it must be an .npz with "
+                         "'positions' (N, 3) and 'modes' (N, 3, M) (%s)." % (path, e))
+    if src.ndim != 2 or src.shape[1] != 3 or modes.ndim != 3 or \
+            modes.shape[:2] != src.shape or modes.shape[2] < 1:
+        raise ValueError("'%s': positions %s and modes %s do not match; expected (N, 3) "
+                         "and (N, 3, M)." % (path, src.shape, modes.shape))
+    if not (np.isfinite(src).all() and np.isfinite(modes).all()):
+        raise ValueError("'%s' holds NaN or infinite values." % path)
+    norms = np.sqrt((modes ** 2).sum((0, 1)))
+    if (norms == 0).any():
+        raise ValueError("'%s' holds an all-zero mode (number %s)."
+                         % (path, ', '.join(str(i + 1) for i in np.nonzero(norms == 0)[0])))
+    modes = modes / (norms / np.sqrt(len(src)))
+    dst = np.asarray(positions, dtype=np.float64)
+    gap = float(np.median(cKDTree(src, compact_nodes=False).query(dst)[0]))
+    max_gap = 10.0 if max_gap is None else float(max_gap)
+    if gap > max_gap:
+        raise ValueError("The normal modes' structure does not overlap the reference (median "
+                         "distance %.1f A from a pseudo-atom to the nearest mode atom): they "
+                         "must be computed on the reference, in the same frame." % gap)
+    if len(src) == len(dst) and np.allclose(src, dst, atol=1e-3):
+        return modes.astype(np.float32)
+    return _interpolate_modes(src, modes, dst, k=min(8, len(src)))

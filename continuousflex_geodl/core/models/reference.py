@@ -60,7 +60,7 @@ def molecular_volume(positions, probe=3.0, cell=2.0):
     if n_cells > 2e7:  # huge model: coarser cells
         return molecular_volume(positions, probe, cell * 2)
     g = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
-    d, _ = cKDTree(pos).query(g, k=1, distance_upper_bound=probe)
+    d, _ = cKDTree(pos, compact_nodes=False).query(g, k=1, distance_upper_bound=probe)
     return float(np.isfinite(d).sum() * cell ** 3)
 
 
@@ -79,7 +79,7 @@ def default_sigma(positions, apix):
     pos = np.asarray(positions, dtype=np.float64)
     if len(pos) < 2:
         return float(apix)
-    d, _ = cKDTree(pos).query(pos, k=2)
+    d, _ = cKDTree(pos, compact_nodes=False).query(pos, k=2)
     return float(max(float(apix), 0.5 * np.median(d[:, 1])))
 
 
@@ -102,7 +102,7 @@ def weighted_kmeans(points, weights, k, seed=0, iters=30):
     else:  # large problems: weighted sample without replacement
         centres = pts[rng.choice(len(pts), size=k, replace=False, p=p)]
     for _ in range(iters):
-        _, lab = cKDTree(centres).query(pts)
+        _, lab = cKDTree(centres, compact_nodes=False).query(pts)
         mass = np.bincount(lab, weights=w, minlength=k)
         new = np.stack([np.bincount(lab, weights=w * pts[:, i], minlength=k)
                         for i in range(3)], 1)
@@ -113,7 +113,7 @@ def weighted_kmeans(points, weights, k, seed=0, iters=30):
         centres = new
         if shift < 1e-3:
             break
-    _, lab = cKDTree(centres).query(pts)
+    _, lab = cKDTree(centres, compact_nodes=False).query(pts)
     mass = np.bincount(lab, weights=w, minlength=k)
     keep = mass > 0
     return centres[keep], mass[keep]
