@@ -254,7 +254,7 @@ def path_report(kind, lat, path_info, truth, decode_fn, z, middle_centre, middle
 
 # --------------------------------------------------------------- stability
 
-def stability(z, n=5, seed0=1, smooth=(1, 0)):
+def stability(z, n=5, seed0=1, smooth=(2, 1, 0)):
     """State counts over ``n`` clustering seeds and ``n`` bootstrap resamples."""
     from continuousflex_geodl.core.landscape.states import fit_states
     out = {}
@@ -493,9 +493,11 @@ def markdown(r, a):
           '- |Spearman(PC1, true coordinate)| = %.4f' % d['abs_spearman_pc1_vs_true_coordinate'],
           '', '## Stability of the state count', '',
           '| criterion | %d clustering seeds | %d bootstrap resamples |'
-          % (len(r['stability']['smooth1']['seeds']), len(r['stability']['smooth1']['bootstrap'])),
+          % (len(r['stability']['smooth2']['seeds']), len(r['stability']['smooth2']['bootstrap'])),
           '|---|---|---|',
-          '| default (graph-smoothed density) | %s | %s |'
+          '| default (density averaged over 2 graph-neighbour steps) | %s | %s |'
+          % (r['stability']['smooth2']['seeds'], r['stability']['smooth2']['bootstrap']),
+          '| one averaging step | %s | %s |'
           % (r['stability']['smooth1']['seeds'], r['stability']['smooth1']['bootstrap']),
           '| previous (density at single particles) | %s | %s |'
           % (r['stability']['smooth0']['seeds'], r['stability']['smooth0']['bootstrap']),

@@ -161,7 +161,6 @@ engine.train(parts, (d['ref'], d['amp'], float(d['sigma'])), sys.argv[2], **sett
 '''
 
 
-@pytest.mark.slow  # torchrun + 2 processes; weight-level agreement is sensitive (see issue #3 note)
 def test_ddp_two_processes_match_one(toy, tmp_path):
     """torchrun, 2 gloo processes at equal global batch = 1 process."""
     parts, ref = toy

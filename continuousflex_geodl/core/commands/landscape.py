@@ -13,7 +13,7 @@ Sub-commands and the files they write
 
 landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
         [--n-states auto|bic|K] [--method gmm|kmeans] [--prior MODEL_DIR|prior.npz]
-        [--barrier 1] [--density-smoothing 1]
+        [--barrier 1] [--density-smoothing 2]
         [--model MODEL_DIR] [--latent-dG] [--units kT|kcal/mol|kJ/mol]
   DIR/embedding.npy            (N, 2) float32 2D embedding of every particle
                                ((N, 1) when K = 1)
@@ -145,9 +145,9 @@ def _state_args(p):
     p.add_argument('--min-population', type=float, default=0.01,
                    help="'auto' states: merge basins holding less than this fraction "
                         '(default 0.01)')
-    p.add_argument('--density-smoothing', type=int, default=1,
+    p.add_argument('--density-smoothing', type=int, default=2,
                    help="'auto' states: times the density is averaged over each "
-                        "particle's graph neighbours before finding basins (default 1; "
+                        "particle's graph neighbours before finding basins (default 2; "
                         '0: the density at each particle)')
     p.add_argument('--max-states', type=int, default=10,
                    help='largest number of mixture components tried by BIC (default 10)')

@@ -71,7 +71,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
             min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=20,
             fe_boot=50, bins=None, bandwidth='scott', units='kT',
             temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, latent_dG=False,
-            latent_boot=0, smooth=1, log=print):
+            latent_boot=0, smooth=2, log=print):
     """Embedding, free-energy map, states (+ structures at the state centres).
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an

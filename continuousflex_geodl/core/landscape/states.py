@@ -14,12 +14,15 @@
   ``barrier`` kT.  BIC alone over-splits curved basins (a curved cloud needs
   several Gaussians); persistence does not.  Before that the density is
   averaged over each particle's graph neighbourhood (``smooth`` steps,
-  default 1; ``basins.smooth_log_density``): the mixture's value at single
+  default 2; ``basins.smooth_log_density``): the mixture's value at single
   particles fluctuates with their offset across the cloud where its width
   varies, which made spurious basins (5 instead of 3 states on the latents
   of an 8-epoch model, where particle counts around the 'peaks' and
   'saddles' of 1.0-1.3 kT barriers were equal; 4-7 on resamples of a
-  30-epoch model's latents).  With k-means,
+  30-epoch model's latents).  One step still left a spurious fourth state
+  (1.16 kT) on refined latents of the demo; two steps give the true three
+  states on all six model latent sets tried (6-12 A motions, encoder and
+  refined latents), three steps merged a real one.  With k-means,
   'auto'/'bic' only choose the number of clusters.
 
 Large sets: models are fitted on at most ``max_fit`` random particles (the
@@ -217,7 +220,7 @@ def _match(ref, new, n_ref):
 
 
 def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barrier=1.0,
-               min_population=0.01, knn=10, n_boot=20, max_fit=20000, seed=0, smooth=1):
+               min_population=0.01, knn=10, n_boot=20, max_fit=20000, seed=0, smooth=2):
     """Cluster latents (N, K) into states (see module docstring).  Returns States.
 
     ``smooth``: basins only -- steps of neighbourhood averaging of the density
@@ -358,7 +361,7 @@ def _centres(st, zf, node_lab, basins, order):
 
 
 def _bootstrap(st, zf, u, mean, s, node_lab, gmodel, edges, n_st, n_boot, rng, barrier,
-               min_population, sel, method, smooth=1):
+               min_population, sel, method, smooth=2):
     from sklearn.cluster import KMeans
     reps, same = [], []
     nf = len(zf)
