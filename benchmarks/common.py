@@ -60,11 +60,24 @@ def read_json(path, default=None):
         return json.load(f)
 
 
-def thread_env(threads, extra=None):
-    """Environment for a child process limited to ``threads`` CPU threads."""
+def thread_env(threads, extra=None, wait_policy='PASSIVE'):
+    """Environment for a child process limited to ``threads`` CPU threads.
+
+    Sets ``OMP_NUM_THREADS`` (and MKL/OpenBLAS) to ``threads`` and
+    ``OMP_WAIT_POLICY`` to ``wait_policy`` for the child and everything it
+    starts: ``'PASSIVE'`` (idle OpenMP threads sleep; what our CLI sets for
+    itself, robust when other work shares the cores) or ``'ACTIVE'`` (idle
+    threads spin: faster for some programs on an otherwise idle machine,
+    much slower when a core is busy).  None leaves the policy unset (the
+    OpenMP runtime's default).
+    """
     env = dict(os.environ)
     for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
         env[key] = str(int(threads))
+    if wait_policy:
+        env['OMP_WAIT_POLICY'] = str(wait_policy).upper()
+    else:
+        env.pop('OMP_WAIT_POLICY', None)
     env.setdefault('MPLBACKEND', 'Agg')
     if extra:
         env.update(extra)

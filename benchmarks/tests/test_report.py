@@ -37,10 +37,14 @@ def _fake_results(tmp_path, ratio=3.5):
               summary=dict(n_particles=n, box=64, apix=2.0, snr_target=0.1, snr_measured=0.1),
               ours=dict(status='ok', images_per_s=10.0 * ratio, train_s=100.0, wall_s=120.0,
                         cpu_s=200.0, peak_rss_mb=800.0, load_avg=[1.0, 1.1],
-                        infer=dict(images_per_s=500.0, peak_rss_mb=600.0)),
+                        epochs=30, n_particles=n,
+                        infer=dict(images_per_s=500.0, peak_rss_mb=600.0, wall_s=9.0,
+                                   n_particles=n),
+                        infer_encoder_only=dict(wall_s=2.0, peak_rss_mb=500.0)),
               cryodrgn=dict(status='ok', images_per_s=10.0, train_s=300.0, wall_s=330.0,
                             cpu_s=600.0, peak_rss_mb=1200.0, load_avg=[1.0, 1.2],
-                            infer=dict(images_per_s=200.0, peak_rss_mb=1100.0)),
+                            epochs=20, n_particles=n,
+                            infer=dict(images_per_s=200.0, peak_rss_mb=1100.0, wall_s=18.0)),
               score_ours=score('ours', 0.95, 0.05, 0.30),
               score_cryodrgn=score('cryodrgn', 0.90, 0.08, 0.25))
     missing = dict(name='nma2d_b64_snr0.1', spec={}, summary=None,
@@ -65,7 +69,19 @@ def _fake_results(tmp_path, ratio=3.5):
                  s_per_batch=0.08, first_s=0.1, peak_rss_mb=450.0, batch=32),
             dict(axis='atoms', method='keops', n_atoms=2000, box=64, status='timeout',
                  batch=32)]))
-    return dict(profile='quick', cfg=dict(rb.PROFILES['quick']),
+    stage_times = {'ours+cryodrgn': dict(wall_s=600.0, finished='x'),
+                   'score': dict(wall_s=100.0, finished='y')}
+    probe = dict(status='ok', threads=2, n_particles=500, chosen=dict(ours='PASSIVE',
+                                                                      cryodrgn='ACTIVE'),
+                 best=dict(ours=dict(PASSIVE=400.0, ACTIVE=190.0),
+                           cryodrgn=dict(PASSIVE=27.0, ACTIVE=60.0)),
+                 rows=[dict(tool='cryodrgn', policy='ACTIVE', status='ok', images_per_s=60.0),
+                       dict(tool='cryodrgn', policy='ACTIVE', status='ok', images_per_s=55.0),
+                       dict(tool='cryodrgn', policy='PASSIVE', status='ok', images_per_s=27.0),
+                       dict(tool='ours', policy='PASSIVE', status='ok', images_per_s=400.0),
+                       dict(tool='ours', policy='ACTIVE', status='ok', images_per_s=190.0)])
+    return dict(profile='quick', cfg=dict(rb.PROFILES['quick']), stage_times=stage_times,
+                wait_policy_probe=probe,
                 machine=dict(cpu='fake', cpus=2), datasets=[ds, missing], scaling=scaling)
 
 
@@ -75,9 +91,20 @@ def test_report_writes_tables_plots_and_verdicts(tmp_path):
     md = report.write_report(res, str(out))
     text = open(md).read()
     assert 'Training throughput ratio' in text and '**3.50**' in text and 'PASS' in text
-    assert '| training images/s | 35.0 | 10.0 | 3.50 |' in text
-    assert 'latent Spearman: ours 0.950 vs cryoDRGN 0.900 -> PASS' in text
-    assert 'kNN error: ours 0.050 vs cryoDRGN 0.080 -> PASS' in text
+    assert '| training images/s (per-epoch timers) | 35.0 | 10.0 | 3.50 |' in text
+    assert 'latent Spearman: ours 0.950 vs cryoDRGN 0.900 (ratio 1.06) -> PASS' in text
+    assert 'kNN error: ours 0.050 vs cryoDRGN 0.080 (ratio 0.62) -> PASS' in text
+    assert 'population EMD: ours 0.050 vs cryoDRGN 0.050 (ratio 1.00) -> better' in text
+    # inference is timed as a whole command for both, with what each one does
+    assert 'Inference (latents of all 300 particles, whole command): ours 9.0 s' in text
+    assert 'cryoDRGN `eval_images` 18.0 s (encoder only' in text
+    assert 'ours encoder only (`--refine-steps 0`): 2.0 s (ratio 0.11)' in text
+    # every part of the bar measured and passed -> one overall PASS line
+    assert '**BAR: PASS**' in text
+    # the wait-policy probe: cryoDRGN gets the policy that was fastest for it
+    assert '| cryoDRGN | ACTIVE | 60.0 | 60.0, 55.0 | **used** |' in text
+    assert '| continuousflex_geodl | PASSIVE | 400.0 | 400.0 | **used** |' in text
+    assert '| ours+cryodrgn | 600 | 10.0 |' in text and '| **total** | 700 |' in text
     # flatness is judged on anonymous memory (mapped stack pages are page cache)
     assert ('Peak anonymous memory of training, 1000 -> 10000 particles: 600 -> 610 MB '
             '(x1.02) -> PASS') in text
@@ -96,6 +123,19 @@ def test_report_fails_the_bar_when_throughput_is_short(tmp_path):
     res = _fake_results(tmp_path, ratio=2.0)
     text = open(report.write_report(res, str(tmp_path / 'r'))).read()
     assert '**2.00**' in text and '-> FAIL (bar: >= 3)' in text
+    assert '**BAR: FAIL** (throughput >= 3x)' in text
+
+
+def test_report_fails_the_bar_on_worse_accuracy_and_says_incomplete(tmp_path):
+    res = _fake_results(tmp_path)
+    e = res['datasets'][0]
+    e['score_ours']['fsc_auc'] = 0.20          # below cryoDRGN's 0.25
+    text = open(report.write_report(res, str(tmp_path / 'r'))).read()
+    assert 'FSC-AUC: ours 0.200 vs cryoDRGN 0.250 (ratio 0.80) -> FAIL' in text
+    assert '**BAR: FAIL** (FSC-AUC)' in text
+    e['score_cryodrgn'] = None
+    text = open(report.write_report(res, str(tmp_path / 'r2'))).read()
+    assert '**BAR: INCOMPLETE**' in text and 'FSC-AUC' in text
 
 
 def test_conformation_bins_and_medoid():
