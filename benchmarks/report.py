@@ -35,7 +35,7 @@ def _f(x, fmt='%.3g'):
 
 
 def _ratio(a, b):
-    if a is None or b is None or b == 0:
+    if a is None or b is None or isinstance(a, str) or isinstance(b, str) or b == 0:
         return None
     return a / b
 
@@ -225,7 +225,8 @@ def plot_scaling(scaling, report_dir):
             if rows:
                 n = [r['n_atoms'] for r in rows]
                 axes[0].plot(n, [r['s_per_batch'] for r in rows], 'o-', label=method)
-                axes[1].plot(n, [r['peak_rss_mb'] for r in rows], 'o-', label=method)
+                axes[1].plot(n, [r.get('step_extra_mb', r['peak_rss_mb']) for r in rows], 'o-',
+                             label=method)
             rows = sorted([r for r in sr['rows'] if r['method'] == method and r['axis'] == 'box'
                            and r['status'] == 'ok'], key=lambda r: r['box'])
             if rows:
@@ -233,7 +234,8 @@ def plot_scaling(scaling, report_dir):
                              label=method)
         axes[0].set(xscale='log', yscale='log', xlabel='pseudo-atoms (box 64)',
                     ylabel='s per batch (fwd + bwd)')
-        axes[1].set(xscale='log', xlabel='pseudo-atoms (box 64)', ylabel='peak RSS (MB)')
+        axes[1].set(xscale='log', xlabel='pseudo-atoms (box 64)',
+                    ylabel='memory of the step (MB)')
         axes[2].set(xscale='log', yscale='log', xlabel='box (px), 2000 atoms',
                     ylabel='s per batch (fwd + bwd)')
         axes[2].set_xscale('log', base=2)
@@ -254,6 +256,7 @@ METRICS = [
     # key, label, source ('run', 'infer', 'infer0', 'score', 'enc', 'derived'),
     # better ('high'/'low'/None), format
     ('epochs', 'training epochs', 'run', None, '%d'),
+    ('omp_wait_policy', 'OpenMP wait policy (training and inference)', 'run', None, '%s'),
     ('images_per_s', 'training images/s (per-epoch timers)', 'run', 'high', '%.1f'),
     ('end_to_end_images_per_s', 'training images/s, whole command (epochs x particles / '
      'wall)', 'derived', 'high', '%.1f'),
@@ -348,7 +351,8 @@ def _memory_flat(results):
         if not rows[0].get(use) or not rows[-1].get(use):
             continue
         f = rows[-1][use] / rows[0][use]
-        out.append((label, rows[0], rows[-1], use, f, f <= FLAT_MEMORY_FACTOR))
+        out.append((label, rows[0], rows[-1], use, f, f <= FLAT_MEMORY_FACTOR,
+                    [r for r in rows if r.get(use)]))
     return out
 
 
@@ -394,9 +398,13 @@ def bar_verdict(results):
                          'images/s)' % (ea / eb, ea, eb))
         if o.get('images_per_cpu_s') and c.get('images_per_cpu_s'):
             rc = o['images_per_cpu_s'] / c['images_per_cpu_s']
+            spins = 'ACTIVE' in (o.get('omp_wait_policy'), c.get('omp_wait_policy'))
             lines.append('- Same ratio per CPU-second (training images / CPU time of the whole '
-                         'command, robust to other load on the machine): **%.2f** (%.1f vs '
-                         '%.1f)' % (rc, o['images_per_cpu_s'], c['images_per_cpu_s']))
+                         'command%s): **%.2f** (%.1f vs %.1f)' % (
+                             '; NOT a fair comparison here: spinning OpenMP threads (ACTIVE) '
+                             'count as CPU time while they wait' if spins else
+                             ', robust to other load on the machine',
+                             rc, o['images_per_cpu_s'], c['images_per_cpu_s']))
         lines.append('- Training: %s epochs (ours) vs %s epochs (cryoDRGN); wall time %.0f s '
                      'vs %.0f s (ratio %.2f); peak RSS %.0f MB vs %.0f MB (ratio %.2f).' % (
                          o.get('epochs'), c.get('epochs'), o['wall_s'], c['wall_s'],
@@ -451,15 +459,16 @@ def bar_verdict(results):
         lines.append('- Accuracy (Spearman, kNN error, FSC-AUC): not measured for %s.' % (
             ' and '.join(t for t, x in (('ours', so), ('cryoDRGN', sc)) if not _ok(x))))
     flat = _memory_flat(results)
-    for label, lo, hi, use, f, passed in flat:
+    for label, lo, hi, use, f, passed, rows_all in flat:
         key = use.split('_')[0]
         verdict['%s memory flat' % label] = passed
         lines.append('- Peak %s memory of %s, %d -> %d particles: %.0f -> %.0f MB (x%.2f) '
-                     '-> %s (flat: within x%.2f); total RSS incl. '
+                     '-> %s (flat: within x%.2f; every size: %s MB); total RSS incl. '
                      'memory-mapped stack pages %s -> %s MB' % (
                          'anonymous' if use.endswith('anon_mb') else 'resident', label,
                          lo['n_particles'], hi['n_particles'], lo[use], hi[use], f,
                          'PASS' if passed else 'FAIL', FLAT_MEMORY_FACTOR,
+                         ', '.join('%.0f' % r[use] for r in rows_all),
                          _f(lo.get(key + '_peak_rss_mb'), '%.0f'),
                          _f(hi.get(key + '_peak_rss_mb'), '%.0f')))
     if not flat:
@@ -473,10 +482,37 @@ def bar_verdict(results):
     return [overall, ''] + lines
 
 
-def probe_section(probe):
-    """Markdown lines for the OpenMP wait-policy probe (empty if it did not run)."""
+def probe_section(probe, earlier=()):
+    """Markdown lines for the OpenMP wait-policy probe (empty if it did not run).
+
+    ``earlier``: probes run before the one that counts (e.g. under load), shown too.
+    """
     if not _ok(probe):
         return []
+    extra = []
+    for old in earlier or ():
+        if _ok(old):
+            loads = [x for r in old['rows'] for x in (r.get('load_avg') or [])]
+            extra += ['An earlier probe (%s; 1-minute load average %s on the machine) '
+                      'measured:' % (old.get('when', 'same session'),
+                                     '%.1f-%.1f' % (min(loads), max(loads)) if loads else '?'),
+                      '', _probe_table(old, 'chosen then'), '']
+    loads = [x for r in probe['rows'] for x in (r.get('load_avg') or [])]
+    return ['## Threads and OpenMP wait policy', '',
+            'Both tools run with the same number of threads (%s). How idle OpenMP threads '
+            'wait can change throughput on 2 cores by 2x or more, and not the same way for '
+            'both tools, so a short probe (%d particles of the bar data set; ours: last of 2 '
+            'epochs, cryoDRGN: 1 epoch; best of the repetitions) measured each tool under '
+            'each policy. cryoDRGN then runs with the policy that was fastest for it, so '
+            'that the ratio is not inflated by a setting that handicaps it; ours keeps the '
+            "policy its CLI sets (PASSIVE: robust when other work shares the cores)."
+            ' Load average during the probe: %s.'
+            % (probe.get('threads'), probe.get('n_particles', 0),
+               '%.1f-%.1f' % (min(loads), max(loads)) if loads else '?'), '',
+            _probe_table(probe), ''] + extra
+
+
+def _probe_table(probe, mark='**used**'):
     rows = []
     for tool, label in (('ours', 'continuousflex_geodl'), ('cryodrgn', 'cryoDRGN')):
         for pol, best in sorted((probe.get('best') or {}).get(tool, {}).items()):
@@ -484,18 +520,8 @@ def probe_section(probe):
                     and r['status'] == 'ok']
             rows.append([label, pol, '%.1f' % best,
                          ', '.join('%.1f' % r['images_per_s'] for r in runs),
-                         '**used**' if (probe.get('chosen') or {}).get(tool) == pol else ''])
-    return ['## Threads and OpenMP wait policy', '',
-            'Both tools run with the same number of threads (%s). How idle OpenMP threads '
-            'wait changes throughput on 2 cores by 2x or more, and not the same way for both '
-            'tools, so a short probe (%d particles of the bar data set; ours: last of 2 '
-            'epochs, cryoDRGN: 1 epoch; best of the repetitions) measured each tool under '
-            'each policy. cryoDRGN then runs with the policy that was fastest for it, so '
-            'that the ratio is not inflated by a setting that handicaps it; ours keeps the '
-            "policy its CLI sets (PASSIVE: robust when other work shares the cores)."
-            % (probe.get('threads'), probe.get('n_particles', 0)), '',
-            _table(['tool', 'OMP_WAIT_POLICY', 'best training images/s', 'runs', ''], rows),
-            '']
+                         mark if (probe.get('chosen') or {}).get(tool) == pol else ''])
+    return _table(['tool', 'OMP_WAIT_POLICY', 'best training images/s', 'runs', ''], rows)
 
 
 def _failures(results):
@@ -531,18 +557,23 @@ def scaling_tables(scaling):
         rows = sorted(sp['rows'], key=lambda r: (r['tool'], r['n_particles']))
         parts.append('### Cost against the number of particles (box 64, 1 epoch)\n\n'
                      'RSS = resident memory, including pages of memory-mapped files; anon = '
-                     'RSS minus file-backed pages (what the process really holds).\n\n' + _table(
-            ['tool', 'particles', 'train images/s', 'train wall (s)', 'train peak RSS / anon (MB)',
-             'infer images/s', 'infer peak RSS / anon (MB)'],
-            [[r['tool'], r['n_particles'], _f(r.get('images_per_s'), '%.1f'),
+                     'RSS minus file-backed pages (what the process really holds). Training: '
+                     '1 epoch; inference: each tool\'s default command (ours: encoder + '
+                     'per-particle latent refinement; cryoDRGN: `eval_images`, encoder '
+                     'only).\n\n' + _table(
+            ['tool', 'particles', 'OMP wait policy', 'train images/s', 'train wall (s)',
+             'train peak RSS / anon (MB)', 'infer images/s', 'infer wall (s)',
+             'infer peak RSS / anon (MB)'],
+            [[r['tool'], r['n_particles'], r.get('omp_wait_policy') or '?',
+              _f(r.get('images_per_s'), '%.1f'),
               _f(r.get('train_wall_s'), '%.0f'),
               '%s / %s' % (_f(r.get('train_peak_rss_mb'), '%.0f'),
                            _f(r.get('train_peak_anon_mb'), '%.0f')),
-              _f(r.get('infer_images_per_s'), '%.1f'),
+              _f(r.get('infer_images_per_s'), '%.1f'), _f(r.get('infer_wall_s'), '%.0f'),
               '%s / %s' % (_f(r.get('infer_peak_rss_mb'), '%.0f'),
                            _f(r.get('infer_peak_anon_mb'), '%.0f'))]
-             if r.get('status') == 'ok' else [r['tool'], r['n_particles'], r.get('status'), '',
-                                              '', '', ''] for r in rows]))
+             if r.get('status') == 'ok' else [r['tool'], r['n_particles'], '', r.get('status'),
+                                              '', '', '', '', ''] for r in rows]))
     sb = scaling.get('scaling_box')
     if _ok(sb) and sb.get('rows'):
         rows = sorted(sb['rows'], key=lambda r: (r['tool'], r['box']))
@@ -557,15 +588,19 @@ def scaling_tables(scaling):
         rows = sorted(sr['rows'], key=lambda r: (r['axis'], r['method'], r['n_atoms'], r['box']))
         parts.append('### Projector forward + backward (batch of %d images)\n\n'
                      'Best of up to 5 repetitions after a first call (which includes KeOps '
-                     'compilation when its cache is cold); %s CPU thread(s).\n\n' % (
+                     'compilation when its cache is cold); %s CPU thread(s). Memory of the '
+                     'step: peak resident memory during the forward + backward passes above '
+                     'the resident memory just before them (Linux high-water mark reset); the '
+                     'process peak is dominated by the imports.\n\n' % (
                          sr['rows'][0].get('batch', 0), sr['rows'][0].get('threads', '?'))
                      + _table(
             ['varied', 'backend', 'atoms', 'box', 's / batch', 'first call (s)',
-             'peak RSS (MB)'],
+             'memory of the step (MB)', 'process peak RSS (MB)'],
             [[r['axis'], r['method'], r['n_atoms'], r['box'], _f(r.get('s_per_batch'), '%.3g'),
-              _f(r.get('first_s'), '%.3g'), _f(r.get('peak_rss_mb'), '%.0f')]
+              _f(r.get('first_s'), '%.3g'), _f(r.get('step_extra_mb'), '%.0f'),
+              _f(r.get('peak_rss_mb'), '%.0f')]
              if r.get('status') == 'ok' else [r['axis'], r['method'], r['n_atoms'], r['box'],
-                                              r.get('status'), '', ''] for r in rows]))
+                                              r.get('status'), '', '', ''] for r in rows]))
     return parts
 
 
@@ -589,8 +624,9 @@ def write_report(results, report_dir):
          '- Machine: %s, %s CPUs, %s GB RAM; %s; torch %s; cryoDRGN %s.' % (
              m.get('cpu', '?'), m.get('cpus', '?'), m.get('memory_gb', '?'),
              m.get('platform', '?'), m.get('torch', '?'), m.get('cryodrgn', '?')),
-         '- Both tools: %s CPU threads with `OMP_WAIT_POLICY=PASSIVE`, latent dimension %s, '
-         'known poses and CTF. Ours: `continuousflex-geodl train` and `infer` with their '
+         '- Both tools: %s CPU threads (OpenMP wait policy per tool: see "Threads and '
+         'OpenMP wait policy"), latent dimension %s, known poses and CTF. Ours: '
+         '`continuousflex-geodl train` and `infer` with their '
          'defaults (%s epochs, batch %s; inference = encoder + per-particle latent '
          'refinement). cryoDRGN: `train_vae` %s epochs (its default number), encoder and '
          'decoder 3 x 256 (sized for the CPU; its 1024-wide defaults are several times '
@@ -616,7 +652,8 @@ def write_report(results, report_dir):
                  cc['identity']['fsc_auc'], cc['identity']['res_fsc05'], cc['runner_up'],
                  cc['runner_up_score']['fsc_auc']), '']
     L += ['## The bar (three-mode set, 64 px, SNR 0.1)', ''] + bar_verdict(results) + ['']
-    L += probe_section(results.get('wait_policy_probe'))
+    L += probe_section(results.get('wait_policy_probe'),
+                       results.get('wait_policy_probes_earlier'))
     if os.path.exists(os.path.join(report_dir, 'model_bar.md')):
         L += ["The model's own bar (structures decoded against the true pseudo-atoms, an "
               'oracle bound) is in [model_bar.md](model_bar.md) (`benchmarks/bench_model.py`).',
@@ -672,11 +709,12 @@ def write_report(results, report_dir):
     st = results.get('stage_times') or {}
     if st:
         L += ['## Wall time of the stages', '',
-              'Last run of each stage (`ours+cryodrgn`: both tools trained, inferred '
-              'interleaved data set by data set).', '',
+              'Last run of each stage, in the order they finished (`ours+cryodrgn`: both '
+              'tools trained and inferred, interleaved data set by data set; a stage re-run '
+              'on some data sets only is listed with them).', '',
               _table(['stage', 'wall (s)', 'wall (min)', 'finished'],
                      [[k, '%.0f' % v['wall_s'], '%.1f' % (v['wall_s'] / 60), v.get('finished', '')]
-                      for k, v in st.items()]
+                      for k, v in sorted(st.items(), key=lambda kv: kv[1].get('finished', ''))]
                      + [['**total**', '%.0f' % sum(v['wall_s'] for v in st.values()),
                          '%.1f' % (sum(v['wall_s'] for v in st.values()) / 60), '']]), '']
     fails = _failures(results)

@@ -8,11 +8,14 @@ One command runs every stage of a profile and writes
     python benchmarks/run_benchmarks.py --profile quick --stages scaling_render,report
     python benchmarks/run_benchmarks.py --star my/particles.star --truth my/ground_truth.npz
 
-Stages (``--stages``, comma separated, in this order by default):
+Stages (``--stages``, comma separated; by default the profile's, in this order):
 
 ``datasets``        simulate the profile's data sets with ``core.simulate``
                     (cached: an existing ``summary.json`` is reused).
-``ours``            ``continuousflex-geodl train`` then ``infer`` (measured).
+``probe``           short training runs of both tools under each OpenMP wait
+                    policy; cryoDRGN then uses the faster one for it.
+``ours``            ``continuousflex-geodl train`` then ``infer``, CLI defaults
+                    (measured; also ``infer --refine-steps 0``).
 ``cryodrgn``        ``benchmarks/cryodrgn_runner.py``: parse_pose_star,
                     parse_ctf_star, train_vae, eval_images (measured).
 ``score``           the same metrics (``core.metrics``) for both tools:
@@ -369,8 +372,13 @@ def stage_probe(b):
     cd = best.get('cryodrgn', {})
     chosen = dict(ours='PASSIVE',
                   cryodrgn=max(cd, key=cd.get) if cd else 'PASSIVE')
+    prev = read_json(path)
+    if prev and prev.get('status') == 'ok':      # keep the earlier probe for the report
+        write_json(b.d('results', 'wait_policy_probe_%s.json' % (
+            prev.get('when', 'earlier').replace(' ', '_').replace(':', ''))), prev)
     write_json(path, dict(status='ok', rows=rows, best=best, chosen=chosen,
-                          n_particles=n, threads=cfg['threads']))
+                          n_particles=n, threads=cfg['threads'],
+                          when=time.strftime('%Y-%m-%d %H:%M:%S')))
     _apply_policy(b)
 
 
@@ -682,7 +690,8 @@ def _scaling_row(r):
     return dict(train_peak_rss_mb=r['peak_rss_mb'], train_peak_anon_mb=r.get('peak_anon_mb'),
                 train_wall_s=r['wall_s'], images_per_s=r['images_per_s'],
                 infer_peak_rss_mb=i.get('peak_rss_mb'), infer_peak_anon_mb=i.get('peak_anon_mb'),
-                infer_wall_s=i.get('wall_s'), infer_images_per_s=i.get('images_per_s'))
+                infer_wall_s=i.get('wall_s'), infer_images_per_s=i.get('images_per_s'),
+                omp_wait_policy=r.get('omp_wait_policy'))
 
 
 def stage_scaling_particles(b):
@@ -776,7 +785,20 @@ apix = 128.0 / box
 pos = torch.tensor(rng.normal(scale=18.0, size=(n, 3)), dtype=torch.float32, requires_grad=True)
 amp = torch.ones(n)
 R = torch.tensor(geometry.random_rotations(B, rng), dtype=torch.float32)
+def vm(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# the process high-water mark is dominated by imports: reset it (Linux clear_refs
+# 5) so that VmHWM - VmRSS before the steps is the memory the projector itself needs
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    cur0 = vm("VmRSS")
+except OSError:
+    cur0 = None
 def step():
     img = render.project(pos, amp, 2.0 * apix, R, box, apix, method=method)
     img.square().mean().backward()
@@ -790,7 +812,8 @@ for _ in range(5):
 print(json.dumps(dict(first_s=first, s_per_batch=float(np.min(times)),
                       s_per_batch_median=float(np.median(times)), reps=len(times),
                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      base_rss_mb=rss0 / 1024)))
+                      base_rss_mb=rss0 / 1024,
+                      step_extra_mb=(vm("VmHWM") - cur0) if cur0 is not None else None)))
 '''
 
 
@@ -881,6 +904,9 @@ def stage_report(b):
     for key in ('scaling_particles', 'scaling_box', 'scaling_render'):
         results['scaling'][key] = read_json(b.d('results', key + '.json'))
     results['wait_policy_probe'] = read_json(b.d('results', 'wait_policy_probe.json'))
+    results['wait_policy_probes_earlier'] = [
+        read_json(b.d('results', f)) for f in sorted(os.listdir(b.d('results')))
+        if f.startswith('wait_policy_probe_') and f.endswith('.json')]
     results['stage_times'] = read_json(b.d('results', 'stage_times.json'), {})
     results['convention_check'] = read_json(os.path.join(WORK, 'convention_check',
                                                          'result.json'))
@@ -934,7 +960,8 @@ def main(argv=None):
     write_json(b.d('run_settings.json'), dict(profile=args.profile, stages=stages,
                                               cfg=b.cfg, datasets=b.datasets,
                                               started=time.strftime('%Y-%m-%d %H:%M:%S')))
-    funcs = dict(datasets=stage_datasets, probe=stage_probe, ours=stage_ours, cryodrgn=stage_cryodrgn,
+    funcs = dict(datasets=stage_datasets, probe=stage_probe, ours=stage_ours,
+                 cryodrgn=stage_cryodrgn,
                  score=stage_score, scaling_particles=stage_scaling_particles,
                  scaling_box=stage_scaling_box, scaling_render=stage_scaling_render,
                  report=stage_report)

@@ -45,6 +45,9 @@ def _fake_results(tmp_path, ratio=3.5):
                             cpu_s=600.0, peak_rss_mb=1200.0, load_avg=[1.0, 1.2],
                             epochs=20, n_particles=n,
                             infer=dict(images_per_s=200.0, peak_rss_mb=1100.0, wall_s=18.0)),
+              cryodrgn_other_policies=[dict(status='ok', omp_wait_policy='PASSIVE',
+                                            images_per_s=8.0, epochs=20,
+                                            load_avg=[1.0, 1.1])],
               score_ours=score('ours', 0.95, 0.05, 0.30),
               score_cryodrgn=score('cryodrgn', 0.90, 0.08, 0.25))
     missing = dict(name='nma2d_b64_snr0.1', spec={}, summary=None,
@@ -104,6 +107,8 @@ def test_report_writes_tables_plots_and_verdicts(tmp_path):
     # the wait-policy probe: cryoDRGN gets the policy that was fastest for it
     assert '| cryoDRGN | ACTIVE | 60.0 | 60.0, 55.0 | **used** |' in text
     assert '| continuousflex_geodl | PASSIVE | 400.0 | 400.0 | **used** |' in text
+    assert ('with OMP_WAIT_POLICY=PASSIVE: 8.0 images/s over 20 epochs (ratio ours / it: '
+            '4.38; load average 1.0 -> 1.1)') in text
     assert '| ours+cryodrgn | 600 | 10.0 |' in text and '| **total** | 700 |' in text
     # flatness is judged on anonymous memory (mapped stack pages are page cache)
     assert ('Peak anonymous memory of training, 1000 -> 10000 particles: 600 -> 610 MB '
