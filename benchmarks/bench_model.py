@@ -45,11 +45,9 @@ REPO = os.path.dirname(HERE)
 
 
 def _atomic_text(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = '%s.tmp%d' % (path, os.getpid())
-    with open(tmp, 'w') as f:
+    from continuousflex_geodl.core.fileio import atomic_write
+    with atomic_write(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def _env(threads):

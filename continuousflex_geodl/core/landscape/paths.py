@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .embedding import _check_latents
+
 
 @dataclass
 class Path:
@@ -49,16 +51,6 @@ def resample_polyline(points, n_points):
         return np.repeat(p[:1], int(n_points), 0)
     t = np.linspace(0.0, s[-1], int(n_points))
     return np.stack([np.interp(t, s, p[:, j]) for j in range(p.shape[1])], 1)
-
-
-def _check_latents(z):
-    z = np.asarray(z)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or len(z) < 3:
-        raise ValueError('Latents must be an (N, K) array with at least 3 particles; got '
-                         'shape %s.' % (z.shape,))
-    return z
 
 
 # ----------------------------------------------------------------- PCA axis
