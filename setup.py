@@ -9,7 +9,7 @@ with open(os.path.join(here, 'README.rst'), encoding='utf-8') as f:
 
 
 def version():
-    with open(os.path.join(here, 'continuousflex_geodl', '__init__.py')) as f:
+    with open(os.path.join(here, 'continuousflex_geodl', '_version.py')) as f:
         for line in f:
             if line.startswith('__version__'):
                 return line.split('=')[1].strip().strip("'\"")
@@ -46,7 +46,7 @@ setup(
         'POT',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'scipion-app'],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'scipion-app', 'import-linter'],
     },
     entry_points={
         'pyworkflow.plugin': ['continuousflex_geodl = continuousflex_geodl'],

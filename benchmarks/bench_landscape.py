@@ -52,6 +52,9 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+# RMSD (A) between (..., N, 3) arrays, broadcast: the package's one definition
+from continuousflex_geodl.core.metrics import rmsd  # noqa: E402
+
 
 def _atomic_text(path, text):
     from continuousflex_geodl.core.fileio import atomic_write
@@ -73,12 +76,6 @@ def _jsonable(o):
     if isinstance(o, np.bool_):
         return bool(o)
     return o
-
-
-def rmsd(a, b):
-    """RMSD (A) over pseudo-atoms between (..., N, 3) arrays (broadcast)."""
-    return np.sqrt(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-                   .sum(-1).mean(-1))
 
 
 def _retry(fn, what, tries=6, wait=60.0):
@@ -273,8 +270,7 @@ def run(a):
     from continuousflex_geodl.core.commands.landscape import make_decoder
     from continuousflex_geodl.core.landscape import diagnostics as D
     from continuousflex_geodl.core.landscape import pipeline as P
-    from continuousflex_geodl.core.landscape.density import load_free_energy
-    from continuousflex_geodl.core.landscape.embedding import load_embedding
+    from continuousflex_geodl.core.artifacts import LandscapeDir, PathDir
     from continuousflex_geodl.core.landscape.mixture import load_prior
     from continuousflex_geodl.core.landscape.states import fit_states, load_states
     runtime.setup(a.threads)
@@ -288,8 +284,8 @@ def run(a):
                          % (len(z), len(truth.labels)))
     dec = _retry(lambda: make_decoder(a.model, 'cpu', volumes=True), 'loading the model')
     decode_fn = dec['decode_fn']
-    with np.load(os.path.join(a.model, 'reference.npz')) as f:
-        truth.on_model_atoms(f['positions'])
+    from continuousflex_geodl.core.artifacts import ModelDir
+    truth.on_model_atoms(ModelDir(a.model).read_reference()['positions'])
     times['load'] = time.time() - t0
     land = os.path.join(a.work, 'landscape')
 
@@ -328,7 +324,7 @@ def run(a):
                 paths[kind] = dict(kind=kind, error=str(exc))
                 continue
             times['path_' + kind] = time.time() - t
-            lat = np.load(os.path.join(pdir, 'path_latents.npy'))
+            lat = PathDir(pdir).latents()
             paths[kind], _ = path_report(kind, lat, info, truth, decode_fn, z, mid_centre,
                                          mid_spread)
             path_points[kind] = lat
@@ -343,7 +339,7 @@ def run(a):
     except ValueError as exc:
         diag['prior_fit'] = dict(skipped=str(exc))
     from scipy.stats import spearmanr
-    pca = np.load(os.path.join(land, 'pca.npy'))
+    pca = LandscapeDir(land).pca()
     diag['abs_spearman_pc1_vs_true_coordinate'] = float(abs(spearmanr(pca[:, 0],
                                                                       truth.u).correlation))
     times['diagnostics'] = time.time() - t
@@ -359,15 +355,14 @@ def run(a):
     times['total'] = time.time() - t0
 
     # 5. figure
-    _figure(os.path.join(a.out, a.name + '.png'), land, st, truth, z, path_points,
-            load_embedding, load_free_energy)
+    _figure(os.path.join(a.out, a.name + '.png'), LandscapeDir(land), st, truth, z, path_points)
 
     sj = summary['states']
     rep = dict(
         name=a.name, inputs=dict(sim=os.path.abspath(a.sim), model=os.path.abspath(a.model),
                                  latents=os.path.abspath(a.latents),
                                  latents_sha256=_sha256(a.latents),
-                                 weights_sha256=_sha256(os.path.join(a.model, 'weights.pt'))),
+                                 weights_sha256=_sha256(ModelDir(a.model).weights_path)),
         n_particles=int(len(z)), latent_dim=int(z.shape[1]),
         true_fractions=truth.fractions.tolist(), true_state_coordinates=truth.state_u.tolist(),
         atom_correspondence=truth.correspondence,
@@ -401,11 +396,11 @@ def run(a):
     return rep
 
 
-def _figure(path, land, st, truth, z, path_points, load_embedding, load_free_energy):
+def _figure(path, land, st, truth, z, path_points):
     from continuousflex_geodl.core.landscape.plots import (new_figure, plot_free_energy,
                                                            plot_populations, save_figure)
-    emb = load_embedding(os.path.join(land, 'embedding_model.npz'))
-    fe = load_free_energy(os.path.join(land, 'free_energy.npz'))
+    emb = land.embedding_model()
+    fe = land.free_energy()
     fig = new_figure(12.5, 5.2)
     gs = fig.add_gridspec(1, 2, width_ratios=[2.2, 1])
     ax = fig.add_subplot(gs[0])

@@ -230,8 +230,8 @@ def run_one(a, end_rmsd):
     dec_wall, dec_cmd = _cli(['decode', '--model', model_dir, '--latents', zs, '--out',
                               os.path.join(work, 'decoded')], a.threads,
                              os.path.join(work, 'decode.log'))
-    with open(os.path.join(model_dir, 'history.json')) as f:
-        hist = json.load(f)
+    from continuousflex_geodl.core.artifacts import ModelDir
+    hist = ModelDir(model_dir).read_history()
     ips = float(np.mean([h['images_per_s'] for h in hist]))
     with open(os.path.join(sim, 'summary.json')) as f:
         summ = json.load(f)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from continuousflex_geodl.core.fileio import atomic_write_text  # noqa: F401 (used by the benchmarks)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORK = os.path.join(HERE, 'work')
@@ -20,15 +22,6 @@ REPORT = os.path.join(HERE, 'report')
 
 class StageUnavailable(RuntimeError):
     """A benchmark stage cannot run because a tool or input is missing."""
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = '%s.tmp%d' % (path, os.getpid())
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _jsonable(x):

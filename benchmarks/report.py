@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from continuousflex_geodl.core.fileio import atomic_path, atomic_write_text
+
 #: bar of the issue, on the three-mode 64 px SNR 0.1 set
 BAR_THROUGHPUT_RATIO = 3.0
 #: "memory does not grow": peak RSS at the largest N within this factor of the smallest
@@ -47,9 +49,8 @@ def _table(header, rows):
 
 
 def _atomic_savefig(fig, path):
-    tmp = path[:-4] + '.tmp.png'
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches='tight', format='png')
 
 
 def _plt():
@@ -720,9 +721,4 @@ def write_report(results, report_dir):
     fails = _failures(results)
     if fails:
         L += ['## Not measured in this run', ''] + fails + ['']
-    path = os.path.join(report_dir, 'REPORT.md')
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write('\n'.join(L) + '\n')
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(os.path.join(report_dir, 'REPORT.md'), '\n'.join(L) + '\n')

@@ -42,6 +42,8 @@ import traceback
 
 import numpy as np
 
+from continuousflex_geodl.core.fileio import atomic_path
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cryodrgn_runner as cdrgn  # noqa: E402
 from common import (REPORT, WORK, StageUnavailable, our_cli, read_json,  # noqa: E402
@@ -208,7 +210,7 @@ def _check_our_cli():
     missing = [c for c in ('train', 'infer', 'decode') if c not in sub.choices]
     if missing:
         raise StageUnavailable('continuousflex-geodl has no %s command yet.' % ', '.join(missing))
-    for mod in ('continuousflex_geodl.core.particles', 'continuousflex_geodl.core.engine',
+    for mod in ('continuousflex_geodl.core.particles', 'continuousflex_geodl.core.training.trainer',
                 'continuousflex_geodl.core.inference'):
         try:
             __import__(mod)
@@ -249,13 +251,15 @@ def run_ours(b, ds, out, epochs=None, n_particles=None, star=None, infer_too=Tru
                                         epochs or 'default'))
     env = thread_env(threads, wait_policy=wait_policy)
     m = run_measured(cmd, os.path.join(out, 'train.log'), env=env)
-    hist = read_json(os.path.join(model, 'history.json'), [])
+    from continuousflex_geodl.core.artifacts import ModelDir
+    md = ModelDir(model)
+    hist = md.read_history() if md.has_history() else []
     if not hist:
         raise RuntimeError('Our train wrote no history.json in %s.' % model)
     secs = [h['seconds'] for h in hist]
     imgs = [h['images_per_s'] * h['seconds'] for h in hist]
-    n = n_particles or int(read_json(os.path.join(model, 'config.json'), {}).get(
-        'n_particles', 0)) or None
+    saved = md.read_config() if md.has_config() else {}
+    n = n_particles or int(saved.get('n_particles', 0)) or None
     res = dict(tool='ours', wall_s=m['wall_s'], peak_rss_mb=m['peak_rss_mb'],
                peak_anon_mb=m.get('peak_anon_mb'), cpu_s=m['cpu_s'],
                load_avg=[m['load_avg_start'], m['load_avg_end']], epochs=len(hist),
@@ -263,8 +267,7 @@ def run_ours(b, ds, out, epochs=None, n_particles=None, star=None, infer_too=Tru
                epoch_s=secs, images_per_cpu_s=sum(imgs) / m['cpu_s'] if m['cpu_s'] else None,
                zdim=cfg['zdim'], threads=threads, model=model, omp_wait_policy=wait_policy,
                log=os.path.join(out, 'train.log'),
-               batch_size=int(read_json(os.path.join(model, 'config.json'), {}).get(
-                   'batch_size', cfg.get('batch_size') or 0)) or None)
+               batch_size=int(saved.get('batch_size', cfg.get('batch_size') or 0)) or None)
     if infer_too:
         # the default inference (encoder + per-particle latent refinement) gives the
         # latents that are scored; timed as a whole command
@@ -502,6 +505,7 @@ def medoid(z, sel, rng, max_n=300):
 
 def decode_ours(run, z_points, out):
     import mrcfile
+    from continuousflex_geodl.core.artifacts import DecodeDir
     os.makedirs(out, exist_ok=True)
     zf = os.path.join(out, 'z_points.npy')
     np.save(zf, np.asarray(z_points, dtype=np.float32))
@@ -510,7 +514,7 @@ def decode_ours(run, z_points, out):
                      env=thread_env(run.get('threads', 2)))
     vols = []
     for i in range(len(z_points)):
-        with mrcfile.open(os.path.join(out, 'vol_%03d.mrc' % i), permissive=True) as f:
+        with mrcfile.open(DecodeDir(out).volume_path(i), permissive=True) as f:
             vols.append(np.array(f.data, dtype=np.float64))
     return np.stack(vols), dict(wall_s=m['wall_s'], s_per_volume=m['wall_s'] / len(z_points))
 
@@ -679,9 +683,8 @@ def subset_star(star, n, out):
     data[key][col] = [('%s@%s' % (s.split('@')[0], os.path.join(stack_dir, s.split('@')[1]))
                        if not os.path.isabs(s.split('@')[1]) else s) for s in data[key][col]]
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + '.tmp.star'
-    starfile.write(data, tmp, overwrite=True)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        starfile.write(data, tmp, overwrite=True)
     return out
 
 

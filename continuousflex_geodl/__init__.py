@@ -8,7 +8,7 @@ viewers, objects, convert) is thin.
 access, so that importing the core or running the ``continuousflex-geodl``
 command never imports pyworkflow / pwem.
 """
-__version__ = '0.1.0'
+from ._version import __version__  # noqa: F401
 
 _logo = 'resources/logo_geodl.png'
 _references = ['Harastani2022continuousflex', 'Feydy2019geomloss', 'Charlier2021keops']

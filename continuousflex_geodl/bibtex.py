@@ -12,7 +12,7 @@ doi = "http://dx.doi.org/10.1038/s41592-020-01049-4"
 @misc{cryoTWIN,
 title = "cryoTWIN: a trainable Gaussian-mixture prior on the latent space and Ray--Lindsay ridgeline pathways for cryo-EM conformational landscapes",
 author = "{cryoTWIN authors}",
-note = "Method whose prior, rate term and pathway construction are implemented in continuousflex_geodl (see DESIGN notes); complete the bibliographic record from the published article",
+note = "Method whose prior, rate term and pathway construction are implemented in continuousflex_geodl (see docs/DESIGN.md); complete the bibliographic record from the published article",
 year = "2024"
 }
 

@@ -2,6 +2,8 @@
 
 Nothing here imports Scipion; the core never needs these names.
 """
+from .core.settings import (EmbeddingMethod, EncoderInputs, EnergyUnit, Motion, PathKind,
+                            Population, Prior, StateMethod)
 
 # ---- Plugin variables (Scipion config / environment) -----------------------
 #: Default device for protocols that train or decode: 'cpu' or 'cuda'.
@@ -39,10 +41,16 @@ FLEX_LATENTS_FILE = 'latentsFile'
 FLEX_SOURCE = 'latentSource'
 
 # ---- Choices -----------------------------------------------------------------
-MOTIONS = ['hinge', 'linear', 'nma']
-POPULATIONS = ['three_mode', 'uniform', 'grid']
-PRIORS = ['gmm', 'gaussian']
-ENCODER_INPUTS = ['modes+image', 'modes', 'image']
+# The choice lists of the core (str enums in core.settings, the one place that
+# defines them; standard library only, no numpy / torch).  A Scipion EnumParam
+# stores the index in these lists.
+MOTIONS = Motion.values()
+POPULATIONS = Population.values()
+PRIORS = Prior.values()
+ENCODER_INPUTS = EncoderInputs.values()
+EMBEDDINGS = EmbeddingMethod.values()
+STATE_METHODS = StateMethod.values()
+UNITS = EnergyUnit.values()
 
 #: Where landscape coordinates come from (protocol choice -> meaning)
 SOURCE_ZFLEX, SOURCE_HEMNMA, SOURCE_ATTR, SOURCE_XMD = 0, 1, 2, 3
@@ -52,4 +60,4 @@ LATENT_SOURCES = ['latents of flexible particles (zFlex)',
                   'column of an Xmipp metadata file (.xmd)']
 
 #: Pathway kinds of ``landscape path`` (density, cryoTWIN ridgeline, principal axis)
-PATH_KINDS = ['density', 'ridgeline', 'pca']
+PATH_KINDS = PathKind.values()

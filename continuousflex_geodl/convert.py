@@ -29,8 +29,10 @@ Files
 that ``core.particles.load_particles`` reads; image stacks in MRC format are
 referenced in place (absolute paths), any other format is converted to one
 ``.mrcs`` stack.  ``readParticlesStar`` builds a ``SetOfParticles`` from such a
-star.  Latents, volumes and landscape states come back as pwem flexibility
-objects (``ParticleFlex.setZFlex``, ``VolumeFlex``, ``SetOfClassesFlex``).
+star.  STAR, MRC and PDB files are read and written by ``core.io`` (starfile,
+mrcfile, gemmi), the same code the command-line tools use.  Latents, volumes
+and landscape states come back as pwem flexibility objects
+(``ParticleFlex.setZFlex``, ``VolumeFlex``, ``SetOfClassesFlex``).
 """
 import os
 
@@ -43,6 +45,10 @@ from pwem.objects import (Acquisition, CTFModel, Particle, ParticleFlex, Transfo
 from pyworkflow.object import CsvList, Integer
 
 from . import constants as const
+from .core.fileio import atomic_savez
+from .core.io.mrc import StackWriter
+from .core.io.pdb import read_coordinates
+from .core.io.star import read_star_table, star_pixel_size, write_star_blocks
 
 MRC_EXTENSIONS = ('.mrcs', '.mrc', '.st', '.map')
 
@@ -149,29 +155,21 @@ def coreRowToAcquisition(row):
 # --------------------------------------------------------------------------
 
 
-def _fmt(v):
-    if isinstance(v, (int, np.integer)):
-        return '%d' % v
-    if isinstance(v, (float, np.floating)):
-        return '%.6f' % v
-    s = str(v)
-    if not s or any(c.isspace() for c in s):
-        raise ValueError("Cannot write '%s' to a STAR file: file names with spaces are "
-                         "not supported; move the data to a folder without spaces." % s)
-    return s
-
-
 def writeStarTables(path, tables):
-    """Write ``[(name, columns, rows)]`` as a RELION 3.1 STAR file (atomic)."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        for name, columns, rows in tables:
-            f.write('\n# version 30001\n\ndata_%s\n\nloop_\n' % name)
-            for i, c in enumerate(columns):
-                f.write('_%s #%d\n' % (c, i + 1))
-            for r in rows:
-                f.write(' '.join(_fmt(v) for v in r) + '\n')
-    os.replace(tmp, path)
+    """Write ``[(name, columns, rows)]`` as a RELION 3.1 STAR file (atomic).
+
+    Text values may not contain white space (RELION splits on it)."""
+    import pandas as pd
+    blocks = {}
+    for name, columns, rows in tables:
+        for r in rows:
+            for v in r:
+                if isinstance(v, str) and (not v or any(c.isspace() for c in v)):
+                    raise ValueError("Cannot write '%s' to a STAR file: file names with "
+                                     "spaces are not supported; move the data to a folder "
+                                     "without spaces." % v)
+        blocks[name] = pd.DataFrame(list(rows), columns=list(columns))
+    return write_star_blocks(path, blocks)
 
 
 def _isMrcStackLocation(index, fn):
@@ -193,18 +191,11 @@ def _acquisitionKey(acq, objId, needed):
 
 def _writeConvertedStack(locations, outStack, box, apix):
     """Write the images at ``locations`` ((index, file) list) to one float32 .mrcs."""
-    import mrcfile
     from pwem.emlib.image import ImageHandler
     ih = ImageHandler()
-    tmp = outStack + '.tmp.mrcs'
-    with mrcfile.new_mmap(tmp, shape=(len(locations), box, box), mrc_mode=2,
-                          overwrite=True) as mrc:
-        for i, loc in enumerate(locations):
-            img = ih.read(loc).getData()
-            mrc.data[i] = np.asarray(img, dtype=np.float32).reshape(box, box)
-        mrc.voxel_size = apix
-        mrc.set_image_stack()
-    os.replace(tmp, outStack)
+    with StackWriter(outStack, len(locations), box, apix) as w:
+        for loc in locations:
+            w.write(np.asarray(ih.read(loc).getData(), dtype=np.float32).reshape(box, box))
 
 
 def writeParticlesStar(partSet, starFn, convertDir=None, requirePoses=False,
@@ -325,13 +316,18 @@ def readParticlesStar(starFn, partSet, relativeTo=None, extraAttrs=None):
     stored as particle attributes (lists/arrays as CsvList, ints as Integer).
     Returns the number of particles.
     """
-    from emtable import Table
-    optics = Table(fileName=starFn, tableName='optics')
-    parts = Table(fileName=starFn, tableName='particles')
-    opticsByGroup = {int(r.rlnOpticsGroup): r for r in optics}
-    first = opticsByGroup[min(opticsByGroup)]
-    apix = float(first.rlnImagePixelSize)
-    cols = set(parts.getColumnNames())
+    parts = read_star_table(starFn)  # optics groups joined onto the particles
+    apix = star_pixel_size(parts, starFn)
+    missing = [c for c in ('rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast')
+               if c not in parts]
+    if apix is None or missing:
+        raise ValueError('The STAR file %s lacks %s: give a RELION 3.1 particle star with '
+                         'its optics table.' % (starFn, ', '.join(
+                             missing + ([] if apix else ['rlnImagePixelSize']))))
+    groups = parts['rlnOpticsGroup'].to_numpy() if 'rlnOpticsGroup' in parts else \
+        np.ones(len(parts), int)
+    first = next(parts.iloc[[int(np.argmin(groups))]].itertuples(index=False))
+    cols = set(parts.columns)
     hasPoses = {'rlnAngleRot', 'rlnAngleTilt', 'rlnAnglePsi'} <= cols
     hasCtf = {'rlnDefocusU', 'rlnDefocusV', 'rlnDefocusAngle'} <= cols
     starDir = os.path.dirname(os.path.abspath(starFn))
@@ -343,18 +339,16 @@ def readParticlesStar(starFn, partSet, relativeTo=None, extraAttrs=None):
     partSet.setAlignment(ALIGN_PROJ if hasPoses else ALIGN_NONE)
 
     n = 0
-    for i, row in enumerate(parts):
+    for i, row in enumerate(parts.itertuples(index=False)):
         index, fn = _relionToLocation(row.rlnImageName, starDir)
         if relativeTo and fn.startswith(relativeTo + os.sep):
             fn = os.path.relpath(fn, relativeTo)
         p = Particle()
         p.setLocation(index, fn)
         p.setSamplingRate(apix)
-        og = opticsByGroup.get(int(getattr(row, 'rlnOpticsGroup', 1)), first)
-        acq = _opticsAcquisition(og)
-        p.setAcquisition(acq)
+        p.setAcquisition(_opticsAcquisition(row))
         if hasCtf:
-            phase = float(getattr(row, 'rlnPhaseShift', 0.0) or 0.0)
+            phase = float(np.nan_to_num(float(getattr(row, 'rlnPhaseShift', 0.0) or 0.0)))
             p.setCTF(coreRowToCtf([row.rlnDefocusU, row.rlnDefocusV, row.rlnDefocusAngle,
                                    0, 0, 0, phase]))
         if hasPoses:
@@ -572,18 +566,9 @@ def fillVolumes(volSet, files, apix, Z=None, flexAttrs=None):
 
 
 def readPdbCoordinates(pdbFn):
-    """(N, 3) coordinates (A) of the ATOM/HETATM records of the first model."""
-    coords = []
-    with open(pdbFn) as f:
-        for line in f:
-            rec = line[:6]
-            if rec.startswith('ENDMDL') and coords:
-                break
-            if rec in ('ATOM  ', 'HETATM'):
-                coords.append([float(line[30:38]), float(line[38:46]), float(line[46:54])])
-    if not coords:
-        raise ValueError('No atoms found in %s.' % pdbFn)
-    return np.array(coords)
+    """(N, 3) coordinates (A) of the ATOM/HETATM records of the first model,
+    in file order (``core.io.pdb.read_coordinates``, gemmi)."""
+    return read_coordinates(pdbFn)
 
 
 def readModeFile(fn, nAtoms):
@@ -625,7 +610,5 @@ def normalModesToNpz(modeSet, npzFn, skipRigid=True):
         files.append(fn)
     if not vecs:
         raise ValueError('No usable (non rigid-body, enabled) normal modes in the input set.')
-    tmp = npzFn + '.tmp.npz'
-    np.savez(tmp, positions=pos, modes=np.stack(vecs, axis=-1))
-    os.replace(tmp, npzFn)
+    atomic_savez(npzFn, positions=pos, modes=np.stack(vecs, axis=-1))
     return files

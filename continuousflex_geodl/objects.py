@@ -5,12 +5,11 @@
 history.json, checkpoints/) plus the numbers a protocol needs without opening
 it: latent dimension, box (pixels) and pixel size (A/pixel).
 """
-import json
-import os
-
 from pyworkflow.object import Float, Integer, String
 
 from pwem.objects import EMObject
+
+from .core.artifacts import ModelDir
 
 
 class GeoDLModel(EMObject):
@@ -41,11 +40,15 @@ class GeoDLModel(EMObject):
         d = self.getModelDir()
         return {d} if d else set()
 
+    def getArtifacts(self):
+        """The model folder's files (``core.artifacts.ModelDir``)."""
+        return ModelDir(self.getModelDir())
+
     def getHistoryFile(self):
-        return os.path.join(self.getModelDir(), 'history.json')
+        return self.getArtifacts().history_path
 
     def getConfigFile(self):
-        return os.path.join(self.getModelDir(), 'config.json')
+        return self.getArtifacts().config_path
 
     # numbers -----------------------------------------------------------------
     def getZdim(self):
@@ -80,11 +83,8 @@ class GeoDLModel(EMObject):
 
     def loadConfig(self):
         """The model's config.json as a dict ({} when absent)."""
-        fn = self.getConfigFile()
-        if not os.path.exists(fn):
-            return {}
-        with open(fn) as f:
-            return json.load(f)
+        md = self.getArtifacts()
+        return md.read_config() if md.has_config() else {}
 
     def __str__(self):
         return ('GeoDLModel (zdim=%s, box=%s px, %s A/px, prior=%s, %s pseudo-atoms)'

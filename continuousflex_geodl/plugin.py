@@ -23,13 +23,10 @@ import pyworkflow.utils as pwutils
 from pyworkflow import FLEXIBILITY
 
 from . import constants as const
+from .core.runtime import default_keops_cache
 
 #: modules the worker command needs; checked by ``validateInstallation``
 REQUIRED_MODULES = ('torch', 'pykeops', 'geomloss', 'mrcfile', 'gemmi', 'sklearn')
-
-
-def default_keops_cache():
-    return os.path.join(os.path.expanduser('~'), '.cache', 'continuousflex_geodl', 'keops')
 
 
 class Plugin(pwem.Plugin):

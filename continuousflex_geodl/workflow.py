@@ -65,6 +65,10 @@ import shutil
 import sys
 import time
 
+from .core.fileio import atomic_write_text
+from .core.runtime import default_keops_cache
+from .core.settings import RuntimeSettings, SimulateSettings
+
 HOSTS = """[localhost]
 PARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d %_(COMMAND)s
 NAME =
@@ -102,8 +106,7 @@ def setup_environment(root, python=None, override=True):
         with open(conf, 'w') as f:
             f.write('[PYWORKFLOW]\n\n[PLUGINS]\n')
     python = python or sys.executable
-    keops = os.environ.get('KEOPS_CACHE_FOLDER') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'continuousflex_geodl', 'keops')
+    keops = os.environ.get('KEOPS_CACHE_FOLDER') or default_keops_cache()
     values = {
         'SCIPION_HOME': home,
         'SCIPION_USER_DATA': user,
@@ -248,7 +251,7 @@ def run_chain(proj, n_particles=2000, seed=0, device='cpu', epochs=None, time_li
     _point(land.inputParticles, pred, 'outputParticles')
     steps['landscape'] = run_protocol(proj, land, log)
 
-    states = land._readJson(os.path.join(land._getLandscapeDir(), 'states.json'), {})
+    states = land._readJson(land._landscape().states_path, {})
     n_states = int(states.get('n_states', 1))
     kind = 0 if n_states >= 2 else 2  # density path between two states, else along PC1
     if kind == 2:
@@ -315,8 +318,10 @@ def _outputs(proj, steps, files):
     return out
 
 
-def run_workflow(out, n_particles=2000, seed=0, device='cpu', epochs=None, box=64,
-                 apix=2.0, snr=0.1, zdim=None, project=DEFAULT_PROJECT, time_limit=None,
+def run_workflow(out, n_particles=SimulateSettings.n_particles, seed=SimulateSettings.seed,
+                 device=RuntimeSettings.device, epochs=None, box=SimulateSettings.box,
+                 apix=SimulateSettings.apix, snr=SimulateSettings.snr, zdim=None,
+                 project=DEFAULT_PROJECT, time_limit=None,
                  batch_size=None, n_points=10, threads=2, bootstrap=None, results=None,
                  log=print):
     """Run the chain in a new project under ``out`` and write the viewers' files.
@@ -341,10 +346,7 @@ def run_workflow(out, n_particles=2000, seed=0, device='cpu', epochs=None, box=6
         files = write_results(proj, steps, folder, log)
         info = _outputs(proj, steps, files)
         info['seconds'] = round(time.time() - t0, 1)
-        with open(os.path.join(folder, 'results.json.tmp'), 'w') as f:
-            json.dump(info, f, indent=1)
-        os.replace(os.path.join(folder, 'results.json.tmp'),
-                   os.path.join(folder, 'results.json'))
+        atomic_write_text(os.path.join(folder, 'results.json'), json.dumps(info, indent=1))
         _print_outputs(info, project, log)
         return dict(project=proj, steps=steps, files=files, outputs=info)
     finally:
@@ -397,16 +399,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m continuousflex_geodl.workflow',
                                 description=__doc__.strip().splitlines()[0])
     p.add_argument('--out', default='demo_output', help='output folder (created)')
-    p.add_argument('--n-particles', type=int, default=2000, help='particles to simulate')
+    p.add_argument('--n-particles', type=int, default=SimulateSettings.n_particles,
+                   help='particles to simulate')
     p.add_argument('--epochs', type=int, default=None,
                    help='training epochs (default %d, within --time-limit)' % DEFAULT_EPOCHS)
     p.add_argument('--time-limit', type=float, default=None,
                    help='training budget in minutes (default %g when --epochs is not '
                         'given; 0: none)' % DEFAULT_TIME_LIMIT)
-    p.add_argument('--seed', type=int, default=0, help='random seed')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    p.add_argument('--box', type=int, default=64, help='particle box (px, even)')
-    p.add_argument('--apix', type=float, default=2.0, help='pixel size (A/px)')
+    p.add_argument('--seed', type=int, default=SimulateSettings.seed, help='random seed')
+    p.add_argument('--device', default=RuntimeSettings.device, help="'cpu' or 'cuda'")
+    p.add_argument('--box', type=int, default=SimulateSettings.box,
+                   help='particle box (px, even)')
+    p.add_argument('--apix', type=float, default=SimulateSettings.apix, help='pixel size (A/px)')
     p.add_argument('--threads', type=int, default=2, help='CPU threads of train / predict')
     p.add_argument('--project', default=DEFAULT_PROJECT, help='Scipion project name')
     p.add_argument('--open', action='store_true',

@@ -1,6 +1,6 @@
 """Smoke tests of the benchmark's report writer and helpers on fake inputs.
 
-Run with ``pytest benchmarks/tests`` (not part of the package test suite).
+Run with ``pytest benchmarks/tests``; part of the default test run (pytest.ini testpaths).
 """
 import os
 import sys

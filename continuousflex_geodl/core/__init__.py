@@ -24,7 +24,7 @@ Conventions shared by every module (units and axes)
 * In-plane shift ``t`` (A, (tx, ty)): the projected molecule centre lies at
   box centre + t.  RELION's origin is ``-t``
   (``t = -rlnOriginXAngst``; particle centre = box centre - origin).
-* CTF: ``ctf.compute_ctf`` is the DESIGN.md / cryoDRGN formula
+* CTF: ``ctf.compute_ctf`` is the docs/DESIGN.md / cryoDRGN formula
   ``C = sqrt(1-w^2) sin(gamma) - w cos(gamma)`` (negative at zero
   frequency).  Particles are stored "protein white" (as RELION particle
   stacks), so the image-formation filter is ``-C``:
@@ -32,3 +32,5 @@ Conventions shared by every module (units and axes)
 * Fourier frequencies are ``numpy.fft.fftfreq(D, d=apix)`` in 1/A, with the
   unshifted FFT layout unless a name says ``_centered``.
 """
+# console output of the core's loggers (INFO to stdout, warnings to stderr): core.logs
+from . import logs  # noqa: E402,F401

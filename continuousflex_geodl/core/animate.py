@@ -12,6 +12,10 @@ import os
 
 import numpy as np
 
+from .fileio import atomic_write
+from .geometry import euler_to_matrix
+from .render import project
+
 #: three viewing directions, (rot, tilt, psi) in degrees
 VIEWS = ((0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (90.0, 90.0, 0.0))
 
@@ -19,9 +23,6 @@ VIEWS = ((0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (90.0, 90.0, 0.0))
 def render_views(positions, amplitudes, sigma, box, apix, views=VIEWS):
     """(M, V, D, D) float32 projections of each structure along each view."""
     import torch
-
-    from .geometry import euler_to_matrix
-    from .render import project
     rots = torch.as_tensor(np.stack([euler_to_matrix(*v) for v in views]),
                            dtype=torch.float32)
     amps = torch.as_tensor(np.asarray(amplitudes, dtype=np.float32))
@@ -47,8 +48,6 @@ def write_projection_gif(path, positions, amplitudes, sigma, box, apix,
     side, all frames on one grey scale so motion (not contrast) is seen.
     """
     from PIL import Image
-
-    from .fileio import atomic_write
     frames = _to_uint8(render_views(positions, amplitudes, sigma, box, apix))
     images = []
     for f in frames:  # (V, D, D) -> one row; flip rows so +y points up
@@ -69,7 +68,6 @@ def write_chimerax_script(path, volume_files, level=None, fps=5):
 
     Open it with ``chimerax path.cxc``.
     """
-    from .fileio import atomic_write
     folder = os.path.dirname(os.path.abspath(path))
     names = [os.path.relpath(os.path.abspath(f), folder) for f in volume_files]
     lines = ['# continuousflex_geodl pathway: %d volumes in path order' % len(names),

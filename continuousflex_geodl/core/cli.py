@@ -6,8 +6,11 @@ Each module in ``core.commands`` defines ``add_args(parser)`` and
 """
 import argparse
 import importlib
+import logging
 import os
 import sys
+
+from . import logs
 
 # Before torch loads OpenMP: idle threads sleep instead of spinning.  With the
 # default spin-wait, training on 2 cores slows down up to 30x as soon as any
@@ -20,9 +23,13 @@ COMMANDS = [
     'train',      # train the model on particles
     'infer',      # latents for a particle set
     'decode',     # structures / volumes at latent points
+    'poses',      # poses of particles without angles (global search)
     'landscape',  # embeddings, free energy, states, paths, subsets
+    'explore',    # interactive landscape explorer (click, lasso, paths)
     'demo',       # the whole chain on built-in synthetic data
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser():
@@ -69,19 +76,33 @@ def user_message(exc):
 
 
 def main(argv=None):
+    """Run one command; returns its exit status (2: a user-facing error).
+
+    Each command calls ``logs.start_run_log`` once it knows its output, so
+    the output holds a run.log (command line, version, settings, progress,
+    exit status; see ``core.logs``).
+    """
     import pickle
 
     from . import runtime
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     runtime.setup()
-    try:
-        result = args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError, MemoryError,
-            pickle.UnpicklingError) as exc:
-        # user-facing errors: one clear line, no deep traceback
-        print('ERROR: %s' % user_message(exc), file=sys.stderr)
-        return 2
-    return 0 if result is None else int(result)
+    with logs.command_session(argv) as session:
+        try:
+            result = args.func(args)
+        except (ValueError, FileNotFoundError, RuntimeError, OSError, MemoryError,
+                pickle.UnpicklingError) as exc:
+            # user-facing errors: one clear line (stderr and run.log), no deep traceback
+            logger.error(user_message(exc))
+            logs.end_session(session, 2)
+            return 2
+        except BaseException:
+            logs.end_session(session, 1, exc_info=sys.exc_info())  # traceback: run.log
+            raise
+        status = 0 if result is None else int(result)
+        logs.end_session(session, status)
+        return status
 
 
 if __name__ == '__main__':

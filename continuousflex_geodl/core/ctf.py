@@ -1,4 +1,4 @@
-"""Contrast transfer function (DESIGN.md / RELION / cryoDRGN sign convention).
+"""Contrast transfer function (docs/DESIGN.md / RELION / cryoDRGN sign convention).
 
 ``gamma(s) = 2 pi (-1/2 df lambda s^2 + 1/4 Cs lambda^3 s^4) - phase_shift``
 ``C = sqrt(1 - w^2) sin(gamma) - w cos(gamma)``, times ``exp(-B s^2 / 4)``

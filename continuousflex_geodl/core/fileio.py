@@ -1,8 +1,10 @@
 """Safe files: atomic writes, paths that cannot escape their folder, safe loads.
 
-* ``atomic_write`` / ``atomic_path``: every output goes to a temporary name
-  in the same folder and is renamed (``os.replace``) when complete, so a
-  crash leaves the old file or the new one, never half of one.
+* ``atomic_write`` / ``atomic_path`` (and ``temp_path`` + ``commit`` /
+  ``discard`` for writers that outlive one block): every output goes to a
+  temporary name in the same folder and is renamed (``os.replace``) when
+  complete, so a crash leaves the old file or the new one, never half of one.
+  This module is the only place that renames files into place.
 * ``safe_join``: strict join for names that must stay inside a folder
   (absolute names and symlinks out of it refused).
 * ``check_data_path`` / ``data_root``: the policy for image files named in
@@ -12,7 +14,10 @@
 """
 import contextlib
 import os
+import shutil
 import tempfile
+
+import numpy as np
 
 #: environment variable naming the folder every input data file must lie in
 DATA_ROOT_ENV = 'CFGEODL_DATA_ROOT'
@@ -56,20 +61,110 @@ def atomic_path(path):
     For libraries that want a file name rather than a file object.  The
     temporary name keeps the extension (libraries may look at it).
     """
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def temp_path(path):
+    """Create an empty temporary file next to ``path`` (same folder, same
+    extension) and return its name: the first half of an atomic write whose
+    lifetime is not one ``with`` block (e.g. a stack written in chunks).
+    Finish with ``commit(tmp, path)`` or ``discard(tmp)``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='-' + base, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='-' + os.path.basename(path), dir=folder)
     os.close(fd)
+    return tmp
+
+
+def commit(tmp, path):
+    """Flush ``tmp`` to disk and rename it to ``path`` (atomic); on failure
+    ``tmp`` is removed and the old ``path`` is left as it was."""
     try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600
+        os.replace(tmp, os.fspath(path))
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        discard(tmp)
         raise
+
+
+def discard(tmp):
+    """Remove an uncommitted temporary file (no error if it is gone)."""
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
+
+
+def atomic_write_text(path, text):
+    """Write the string ``text`` to ``path`` atomically; returns ``path``."""
+    with atomic_write(path, 'w') as fh:
+        fh.write(text)
+    return path
+
+
+def atomic_savez(path, **arrays):
+    """``numpy.savez`` to ``path`` atomically (the name is kept as given)."""
+    import numpy as np
+    with atomic_write(path, 'wb') as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to ``path`` atomically (flushed to disk before the rename)."""
+    import torch
+    with atomic_write(path, 'wb') as fh:
+        torch.save(obj, fh)
+    return path
+
+
+def atomic_copy(src, dst, link=True):
+    """Make ``dst`` a copy of ``src`` atomically: with ``link``, a hard link
+    when the file system allows it (no data copied; for files that are only
+    ever replaced, never modified in place, e.g. checkpoints), else a copy
+    flushed to disk.  A crash leaves the old ``dst`` or the new one."""
+    tmp = temp_path(dst)
+    try:
+        linked = False
+        if link:
+            os.remove(tmp)  # os.link needs a free name
+            try:
+                os.link(os.fspath(src), tmp)
+                linked = True
+            except OSError:
+                pass
+        if not linked:
+            shutil.copyfile(os.fspath(src), tmp)
+    except BaseException:
+        discard(tmp)
+        raise
+    commit(tmp, dst)
+    return dst
+
+
+@contextlib.contextmanager
+def atomic_npy_memmap(path, dtype, shape):
+    """Yield a ``numpy.lib.format.open_memmap`` array at a temporary ``.npy``
+    next to ``path``, renamed to ``path`` when the block ends normally and
+    removed otherwise (outputs written chunk by chunk, larger than memory)."""
+    from numpy.lib.format import open_memmap
+    with atomic_path(path) as tmp:
+        arr = open_memmap(tmp, mode='w+', dtype=dtype, shape=shape)
+        try:
+            yield arr
+            arr.flush()
+        finally:
+            del arr
 
 
 def safe_join(base, relpath):

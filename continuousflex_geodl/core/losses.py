@@ -7,15 +7,27 @@
   real-space mask of the residual.  Fourier weights W (low-pass) select the
   frequencies used.
 * ``image_correlation`` -- alternative: 1 - Fourier-weighted correlation.
+* ``loss_weights`` -- the Fourier low-pass weights W of a model's loss grid.
 * ``knn_strain`` -- local distance preservation: mean over the reference
   k-nearest-neighbour edges of ``(|y_i - y_j| - |x_i - x_j|)^2`` (A^2).
 * ``sinkhorn`` -- GeomLoss debiased Sinkhorn divergence (p = 2, A^2)
   between a deformed cloud and the reference, on random subsamples of at
   most ``n_points`` points (tensorized backend; ~0.2 s at 1,000 points on
-  the CPU, so the engine calls it every few steps).
+  the CPU, so the trainer calls it every few steps).
 """
 import numpy as np
 import torch
+
+from . import runtime
+from .cloud import knn_graph
+from .models import imaging
+
+
+def loss_weights(model, device=None):
+    """Fourier low-pass weights on the model's loss grid: the frequencies up
+    to ``max(loss_resolution, 2 loss_apix)`` (Nyquist of the loss grid)."""
+    res = max(model.loss_resolution, 2 * model.loss_apix)
+    return imaging.lowpass_weights(model.loss_box, model.loss_apix, res, device=device)
 
 
 def masked_residual(R, mask):
@@ -51,7 +63,6 @@ class KnnStrain(torch.nn.Module):
 
     def __init__(self, reference, k=8):
         super().__init__()
-        from .models.decoder import knn_graph
         ref = np.asarray(reference, dtype=np.float64)
         nbr = knn_graph(ref, k + 1)[:, 1:]
         i = np.repeat(np.arange(len(ref)), nbr.shape[1])
@@ -89,9 +100,8 @@ def sinkhorn(x, y, blur=2.0, n_points=1000, generator=None, scaling=0.6):
     """
     key = (float(blur), float(scaling))
     if key not in _SINKHORN:
-        from .runtime import init_keops
-        init_keops()
-        from geomloss import SamplesLoss
+        runtime.init_keops()
+        from geomloss import SamplesLoss  # after init_keops: it sets the KeOps cache
         _SINKHORN[key] = SamplesLoss('sinkhorn', p=2, blur=blur, scaling=scaling,
                                      debias=True, backend='tensorized')
     if len(x) == len(y) and len(x) > n_points:

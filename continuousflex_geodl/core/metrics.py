@@ -496,17 +496,24 @@ def rmsd(p, q, superpose=False, weights=None):
 
     With ``superpose`` the optimal rigid-body superposition of ``p`` onto
     ``q`` (Kabsch, proper rotations only) is applied first.  ``p`` and ``q``
-    may also be stacks (M, N, 3): one RMSD per pair is returned.
+    may also be stacks (..., N, 3) that broadcast against each other (e.g.
+    (M, N, 3) and (N, 3)): one RMSD per pair is returned (an array).
+    ``weights`` (N,) weigh the points (default: equal).
     """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
-    if p.shape != q.shape or p.shape[-1] != 3:
+    if p.ndim < 2 or q.ndim < 2 or p.shape[-2:] != q.shape[-2:] or p.shape[-1] != 3:
         raise ValueError('Point sets must have the same shape (N, 3); got %s and %s. '
                          'RMSD needs a one-to-one correspondence of points.'
                          % (p.shape, q.shape))
-    if p.ndim == 3:
-        return np.array([rmsd(a, b, superpose, weights) for a, b in zip(p, q)])
-    w = np.ones(len(p)) if weights is None else np.asarray(weights, float)
+    w = np.ones(p.shape[-2]) if weights is None else np.asarray(weights, float)
+    if p.ndim > 2 or q.ndim > 2:
+        if not superpose:
+            return np.sqrt((w * ((p - q) ** 2).sum(-1)).sum(-1) / w.sum())
+        p, q = np.broadcast_arrays(p, q)
+        flat = [rmsd(a, b, True, weights) for a, b in zip(p.reshape((-1,) + p.shape[-2:]),
+                                                          q.reshape((-1,) + q.shape[-2:]))]
+        return np.array(flat).reshape(p.shape[:-2])
     if superpose:
         R, t = kabsch(p, q, w)
         p = p @ R.T + t

@@ -15,12 +15,16 @@ Images stay on disk (memory-mapped ``ImageSource``) until indexed;
 ``images[idx]`` gives float32 (n, D, D).  Files: ``load_particles`` reads a
 RELION .star (3.0 / 3.1+, ``core.io.star``) or an Xmipp .xmd
 (``core.io.xmd``); ``write_particles_star`` writes RELION .star files.
+The readers in ``core.io`` return plain fields; this module makes them a
+``ParticleSet`` (the dependency goes one way: particles -> io).
 """
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .io import star as _star
+from .io import xmd as _xmd
 from .io.stack import ArrayImageSource, ImageSource, resolve_image_path  # noqa: F401
 
 #: columns of ``ParticleSet.ctf``
@@ -142,8 +146,12 @@ class ParticleSet:
 
 def read_star(path, apix=None, root=None):
     """RELION .star -> ParticleSet (see ``core.io.star.read_star``)."""
-    from .io.star import read_star as _read
-    return _read(path, apix=apix, root=root)
+    return ParticleSet(**_star.read_star(path, apix=apix, root=root))
+
+
+def read_xmd(path, apix=None, root=None):
+    """Xmipp .xmd -> ParticleSet (see ``core.io.xmd.read_xmd``)."""
+    return ParticleSet(**_xmd.read_xmd(path, apix=apix, root=root))
 
 
 def load_particles(path, apix=None, root=None):
@@ -163,7 +171,6 @@ def load_particles(path, apix=None, root=None):
     if ext == '.star':
         pset = read_star(path, apix=apix, root=root)
     elif ext == '.xmd':
-        from .io.xmd import read_xmd
         pset = read_xmd(path, apix=apix, root=root)
     else:
         raise ValueError("Unknown particle file type '%s' (%s): give a RELION .star or "
@@ -180,8 +187,7 @@ def write_particles_star(path, pset, stack_path=None, version='3.1'):
     (or all images, when ``stack_path`` names a new file) are written to
     ``stack_path`` (default: the .star name with .mrcs).  Atomic.
     """
-    from .io.star import write_star
-    return write_star(path, pset, stack_path=stack_path, version=version)
+    return _star.write_star(path, pset, stack_path=stack_path, version=version)
 
 
 def write_particles(path, pset, stack_path=None):
@@ -190,6 +196,5 @@ def write_particles(path, pset, stack_path=None):
     if ext == '.star':
         return write_particles_star(path, pset, stack_path)
     if ext == '.xmd':
-        from .io.xmd import write_xmd
-        return write_xmd(path, pset, stack_path)
+        return _xmd.write_xmd(path, pset, stack_path)
     raise ValueError("Unknown particle file type '%s': write a .star or an .xmd" % ext)

@@ -25,6 +25,9 @@ import math
 
 import numpy as np
 
+from .render_fft import project_fft
+from .render_keops import project_keops
+
 #: relative L2 error bound of the 'fft' backend (default oversampling) against
 #: 'exact' for sigma >= apix / 2: worst measured 2.6e-4 (see core.render_fft)
 FFT_TOLERANCE = 1e-3
@@ -116,10 +119,8 @@ def project(positions, amplitudes, sigma, rotations, box, apix, shifts=None,
     if method == 'exact':
         img = _project_exact(uv, amps, sigma, box, apix)
     elif method == 'fft':
-        from .render_fft import project_fft
         img = project_fft(uv, amps, sigma, box, apix)
     elif method == 'keops':
-        from .render_keops import project_keops
         img = project_keops(uv, amps, sigma, box, apix)
     else:
         raise ValueError("Unknown projector '%s' (exact, fft, keops)" % method)

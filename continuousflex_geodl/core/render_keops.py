@@ -24,6 +24,8 @@ costs about 6 s of g++ compilation on first use (cached in
 """
 import math
 
+from . import runtime
+
 
 def _pixel_grid(box, apix, dtype, device):
     """(D*D, 2) pixel-centre coordinates (x, y) in A, row-major over [iy, ix]."""
@@ -41,7 +43,6 @@ def project_keops(uv, amplitudes, sigma, box, apix):
     CUDA tensors.
     """
     import torch
-    from . import runtime
     runtime.init_keops()
     from pykeops.torch import LazyTensor
 

@@ -1,14 +1,23 @@
 """Process-wide numerical set-up: denormals, threads, KeOps cache, devices."""
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 _DONE = False
 
 
+def default_keops_cache(name='keops'):
+    """The package's default KeOps build folder, ``~/.cache/continuousflex_geodl/<name>``
+    (the one place that names it: plugin, workflow and tests use this)."""
+    return os.path.join(os.path.expanduser('~'), '.cache', 'continuousflex_geodl', name)
+
+
 def keops_cache_folder():
-    """Fixed KeOps build folder (env ``CFGEODL_KEOPS_CACHE`` overrides)."""
+    """Fixed KeOps build folder: env ``CFGEODL_KEOPS_CACHE``, else env
+    ``KEOPS_CACHE_FOLDER``, else ``default_keops_cache()``."""
     return os.environ.get('CFGEODL_KEOPS_CACHE') or os.environ.get(
-        'KEOPS_CACHE_FOLDER') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'continuousflex_geodl', 'keops')
+        'KEOPS_CACHE_FOLDER') or default_keops_cache()
 
 
 def setup(threads=None):
@@ -53,7 +62,6 @@ def resolve_device(name='cpu', allow_cpu_fallback=None):
     the environment variable ``CFGEODL_ALLOW_CPU_FALLBACK=1``): then returns
     cpu and warns on stderr.  Unknown names raise ValueError.
     """
-    import sys
     import torch
     if allow_cpu_fallback is None:
         allow_cpu_fallback = os.environ.get(CPU_FALLBACK_ENV, '').strip().lower() in (
@@ -80,8 +88,8 @@ def resolve_device(name='cpu', allow_cpu_fallback=None):
                        "(numbered 0 to %d)" % (name, count, count - 1))
         if problem:
             if allow_cpu_fallback:
-                print('WARNING: %s; running on the CPU instead (CPU fallback allowed).'
-                      % problem, file=sys.stderr)
+                logger.warning('%s; running on the CPU instead (CPU fallback allowed).',
+                               problem)
                 return torch.device('cpu')
             raise RuntimeError(
                 '%s. Run with --device cpu, or allow the CPU fallback (train '

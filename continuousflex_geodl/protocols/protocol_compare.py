@@ -1,6 +1,5 @@
 """Protocol: agreement between two conformational landscapes of the same particles."""
 import json
-import os
 
 import numpy as np
 
@@ -9,37 +8,10 @@ from pyworkflow.constants import BETA
 
 from .. import constants as const
 from ..convert import gatherLatents, matchParticles, particleVectors
+from ..core.fileio import atomic_write_text
+from ..core.landscape.compare import landscape_agreement
+from ..core.settings import DiagnosticsSettings
 from .protocol_base import GeoDLProtBase
-
-
-def landscape_agreement(za, zb, k=10):
-    """Agreement metrics between two coordinate sets of the same N particles.
-
-    * ``neighbourhood_overlap``: mean fraction of shared k nearest neighbours
-      (1 = same neighbourhoods, about k/N at random);
-    * ``knn_error_a_in_b`` / ``knn_error_b_in_a``: how far apart, in one
-      landscape, are the neighbours in the other (normalised: ~1 unrelated,
-      0 identical);
-    * ``spearman_a_predicts_b`` / ``spearman_b_predicts_a``: |Spearman rho|
-      of each axis of one landscape with its linear prediction from the other;
-    * ``canonical_correlations``: CCA between the two (invariant to any
-      invertible linear map of either; 1 = linearly equivalent).
-
-    Uses ``core.metrics`` and ``core.landscape.diagnostics`` (numpy / scipy).
-    """
-    from ..core import metrics as m
-    from ..core.landscape.diagnostics import canonical_correlations
-    k = int(min(k, len(za) - 1))
-    return {
-        'canonical_correlations': canonical_correlations(za, zb).tolist(),
-        'n_particles': int(len(za)),
-        'k': k,
-        'neighbourhood_overlap': m.neighbourhood_overlap(za, zb, k=k),
-        'knn_error_a_in_b': m.knn_neighbourhood_error(za, zb, k=k),
-        'knn_error_b_in_a': m.knn_neighbourhood_error(zb, za, k=k),
-        'spearman_a_predicts_b': m.latent_spearman_axes(za, zb).tolist(),
-        'spearman_b_predicts_a': m.latent_spearman_axes(zb, za).tolist(),
-    }
 
 
 class GeoDLProtCompareLandscapes(GeoDLProtBase):
@@ -74,7 +46,8 @@ class GeoDLProtCompareLandscapes(GeoDLProtBase):
                       expertLevel=params.LEVEL_ADVANCED, label='Ground-truth attribute',
                       help='When the particles carry the true coordinate (simulated data), '
                            'both landscapes are also scored against it. Leave empty to skip.')
-        form.addParam('k', params.IntParam, default=10, validators=[params.Positive],
+        form.addParam('k', params.IntParam, default=DiagnosticsSettings.k,
+                      validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label='Neighbours (k)',
                       help='Number of nearest neighbours of the neighbourhood metrics.')
 
@@ -97,10 +70,7 @@ class GeoDLProtCompareLandscapes(GeoDLProtBase):
             truth = truth[[pos[i] for i in idsA]]
             result['first_vs_truth'] = landscape_agreement(za, truth, self.k.get())
             result['second_vs_truth'] = landscape_agreement(zb, truth, self.k.get())
-        tmp = self._getExtraPath('agreement.json.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, self._getExtraPath('agreement.json'))
+        atomic_write_text(self._getExtraPath('agreement.json'), json.dumps(result, indent=1))
 
     @staticmethod
     def _coords(partSet, source, attr, ids):

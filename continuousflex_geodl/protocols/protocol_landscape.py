@@ -1,5 +1,4 @@
 """Protocol: conformational landscape (embedding, free energy, states)."""
-import json
 import os
 
 import numpy as np
@@ -13,11 +12,13 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
 from ..convert import gatherLatents, latentsToParticlesFlex
+from ..core.artifacts import LandscapeDir
+from ..core.settings import EmbeddingMethod, EnergyUnit, LandscapeSettings as LS, StateMethod
 from .protocol_base import GeoDLProtBase
 
-EMBEDDINGS = ['pca', 'umap', 'tsne']
-STATE_METHODS = ['gmm', 'kmeans']
-UNITS = ['kT', 'kcal/mol', 'kJ/mol']
+EMBEDDINGS = const.EMBEDDINGS
+STATE_METHODS = const.STATE_METHODS
+UNITS = const.UNITS
 
 
 class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
@@ -74,15 +75,17 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
                            'pseudo-atom models).')
 
         form.addSection(label='Landscape')
-        form.addParam('embedding', params.EnumParam, choices=EMBEDDINGS, default=0,
+        form.addParam('embedding', params.EnumParam, choices=EMBEDDINGS,
+                      default=EmbeddingMethod.index(LS.embedding),
                       label='2D embedding',
                       help='pca: linear, fast, distances preserved along the main axes; '
                            'umap / t-SNE: non-linear (fitted on a subsample).')
-        form.addParam('nStates', params.StringParam, default='auto',
+        form.addParam('nStates', params.StringParam, default=LS.default('n_states'),
                       label='Number of states',
                       help="'auto': free-energy basins separated by more than the barrier "
                            "below; 'bic': Gaussian components chosen by BIC; or a number.")
-        form.addParam('stateMethod', params.EnumParam, choices=STATE_METHODS, default=0,
+        form.addParam('stateMethod', params.EnumParam, choices=STATE_METHODS,
+                      default=StateMethod.index(LS.method),
                       label='Clustering',
                       help='Density model / clustering of the latents: Gaussian mixture or '
                            'k-means.')
@@ -91,29 +94,33 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
                       help="Use the model's trained Gaussian-mixture prior (cryoTWIN) as the "
                            'density model of the states (needs a model trained with the gmm '
                            'prior).')
-        form.addParam('barrier', params.FloatParam, default=1.0,
+        form.addParam('barrier', params.FloatParam, default=LS.barrier or 0.0,
+                      validators=[params.GE(0)],
                       expertLevel=params.LEVEL_ADVANCED, label='Barrier (kT)',
                       help="'auto' states: merge basins separated by less than this "
-                           'free-energy barrier.')
-        form.addParam('minPopulation', params.FloatParam, default=0.01,
+                           'free-energy barrier. 0: automatic (0.3 kT between basins of the '
+                           'free-energy map, which must also be 3 sampling s.d. deep; 1 kT '
+                           'with the trained prior).')
+        form.addParam('minPopulation', params.FloatParam, default=LS.min_population,
                       expertLevel=params.LEVEL_ADVANCED, label='Minimum population',
                       help="'auto' states: merge basins holding less than this fraction "
                            'of the particles.')
-        form.addParam('units', params.EnumParam, choices=UNITS, default=0,
+        form.addParam('units', params.EnumParam, choices=UNITS,
+                      default=EnergyUnit.index(LS.units),
                       label='Free-energy units',
                       help='kT (temperature-free) or kcal/mol / kJ/mol at the temperature '
                            'below.')
-        form.addParam('temperature', params.FloatParam, default=298.15,
+        form.addParam('temperature', params.FloatParam, default=LS.temperature,
                       expertLevel=params.LEVEL_ADVANCED, label='Temperature (K)',
                       help='Temperature of the sample before vitrification (for kcal/mol '
                            'and kJ/mol).')
-        form.addParam('bootstrap', params.IntParam, default=20,
+        form.addParam('bootstrap', params.IntParam, default=LS.bootstrap,
                       expertLevel=params.LEVEL_ADVANCED, label='Bootstrap (populations)',
                       help='Bootstrap replicates for the 95 % intervals of the populations.')
-        form.addParam('feBootstrap', params.IntParam, default=50,
+        form.addParam('feBootstrap', params.IntParam, default=LS.fe_bootstrap,
                       expertLevel=params.LEVEL_ADVANCED, label='Bootstrap (free energy)',
                       help='Bootstrap replicates for the free-energy error map.')
-        form.addParam('seed', params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam('seed', params.IntParam, default=LS.seed, expertLevel=params.LEVEL_ADVANCED,
                       label='Random seed', help='Seed of embeddings, fits and bootstraps.')
         form.addParallelSection(threads=1, mpi=0)
 
@@ -137,9 +144,8 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
     def _analyzeArgs(self):
         args = ['--latents', self._getLatentsFile(), '--out', self._getLandscapeDir(),
                 '--embedding', EMBEDDINGS[self.embedding.get()],
-                '--n-states', (self.nStates.get() or 'auto').strip(),
+                '--n-states', (self.nStates.get() or LS.default('n_states')).strip(),
                 '--method', STATE_METHODS[self.stateMethod.get()],
-                '--barrier', self.barrier.get(),
                 '--min-population', self.minPopulation.get(),
                 '--bootstrap', self.bootstrap.get(),
                 '--fe-bootstrap', self.feBootstrap.get(),
@@ -147,6 +153,8 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
                 '--temperature', self.temperature.get(),
                 '--seed', self.seed.get(),
                 '--device', self._getDevice()]
+        if self.barrier.get():
+            args += ['--barrier', self.barrier.get()]
         modelDir = self._getModelDir()
         if modelDir:
             args += ['--model', modelDir]
@@ -158,16 +166,14 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
 
     def createOutputStep(self):
         inSet = self.inputParticles.get()
-        land = self._getExtraPath('landscape')
+        land = self._landscape().require()
         Z = np.load(self._getLatentsFile())
         ids = np.load(self._absPath('particle_ids.npy'))
-        emb = np.load(os.path.join(land, 'embedding.npy'))
-        labels = np.load(os.path.join(land, 'labels.npy')).astype(int)
-        with np.load(os.path.join(land, 'free_energy.npz')) as fe:
-            dG = np.asarray(fe['particle_dG'], dtype=float)
-        with open(os.path.join(land, 'states.json')) as f:
-            states = json.load(f)
-        centres = np.load(os.path.join(land, 'state_centres.npy'))
+        emb = land.embedding()
+        labels = land.labels()
+        dG, _ = land.particle_dG()
+        states = land.states()
+        centres = land.state_centres()
         modelDir = self._getModelDir()
         apix = inSet.getSamplingRate()
 
@@ -183,15 +189,15 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
         outputs = {'outputParticles': parts}
 
         # state maps and models
-        volFiles = self._stateFiles(land, 'mrc')
+        volFiles = land.state_files('mrc')
         if modelDir and volFiles:
             vols = self._createSetOfVolumesFlex(progName=const.PROG_NAME)
             vols.setSamplingRate(apix)
             for s, fn in enumerate(volFiles):
                 vols.append(self._stateVolume(fn, centres[s], apix, s, states))
             outputs['outputVolumes'] = vols
-        pdb = os.path.join(land, 'states', 'states.pdb')
-        if os.path.exists(pdb):
+        pdb = land.states_pdb()
+        if pdb:
             outputs['outputStructures'] = AtomStruct(filename=pdb)
 
         self._defineOutputs(**outputs)
@@ -217,14 +223,6 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
             setattr(item, const.ATTR_STATE, Integer(int(labels[i]) + 1))
             setattr(item, const.ATTR_DG, Float(float(dG[i])) if np.isfinite(dG[i]) else Float())
         return update
-
-    @staticmethod
-    def _stateFiles(land, ext):
-        folder = os.path.join(land, 'states')
-        if not os.path.isdir(folder):
-            return []
-        return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-                if f.startswith('states_') and f.endswith('.' + ext)]
 
     def _stateVolume(self, fn, centre, apix, s, states):
         vol = VolumeFlex(progName=const.PROG_NAME)
@@ -257,6 +255,10 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
 
     def _getLandscapeDir(self):
         return self._absPath('landscape')
+
+    def _landscape(self):
+        """The landscape folder (``core.artifacts.LandscapeDir``)."""
+        return LandscapeDir(self._getLandscapeDir())
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -292,8 +294,7 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
         return errors
 
     def _summary(self):
-        fn = self._getExtraPath('landscape', 'states.json')
-        st = self._readJson(fn)
+        st = self._readJson(self._landscape().states_path)
         if not st:
             return ['Output not ready yet.']
         lines = ['%d states (%s, %s selection).' % (st.get('n_states', 0), st.get('method'),

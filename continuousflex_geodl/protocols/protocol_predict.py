@@ -10,6 +10,7 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
 from ..convert import latentsToParticlesFlex, writeParticlesStar
+from ..core.settings import InferSettings
 from .protocol_base import GeoDLProtBase
 
 
@@ -37,7 +38,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
                       important=True, label='Particles',
                       help='Particles to place in the landscape: the training set or '
                            'another set with the same box and pixel size.')
-        form.addParam('refineSteps', params.IntParam, default=30,
+        form.addParam('refineSteps', params.IntParam, default=InferSettings.refine_steps,
                       validators=[params.GE(0)], label='Latent refinement steps',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='After the encoder, each particle\'s latent is refined by this '
@@ -47,7 +48,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
                            '(measured: |Spearman| 0.936 -> 0.952 on a 10 A hinge at SNR '
                            '0.1) and costs about as much as that many training epochs '
                            'without the encoder. 0: encoder output only (fastest).')
-        form.addParam('batchSize', params.IntParam, default=256,
+        form.addParam('batchSize', params.IntParam, default=InferSettings.batch_size,
                       validators=[params.Positive], label='Batch size',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='Particles per forward pass; lower it if memory runs out.')

@@ -9,6 +9,7 @@ from pwem.objects import AtomStruct, Volume
 
 from .. import constants as const
 from ..convert import newVolume, readParticlesStar, setParticleAttr
+from ..core.settings import Motion, Population, SimulateSettings as SS
 from .protocol_base import GeoDLProtBase
 
 
@@ -33,33 +34,34 @@ class GeoDLProtSimulate(GeoDLProtBase):
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
         form.addSection(label='Simulation')
-        form.addParam('nParticles', params.IntParam, default=2000,
+        form.addParam('nParticles', params.IntParam, default=SS.n_particles,
                       validators=[params.Positive],
                       label='Number of particles',
                       help='How many particle images to simulate.')
-        form.addParam('box', params.IntParam, default=64,
+        form.addParam('box', params.IntParam, default=SS.box,
                       label='Box size (px)',
                       help='Image side in pixels (even number).')
-        form.addParam('apix', params.FloatParam, default=2.0,
+        form.addParam('apix', params.FloatParam, default=SS.apix,
                       validators=[params.Positive],
                       label='Pixel size (A/px)',
                       help='Sampling of the simulated images in Angstrom per pixel.')
-        form.addParam('snr', params.FloatParam, default=0.1,
+        form.addParam('snr', params.FloatParam, default=SS.snr,
                       validators=[params.Positive],
                       label='Signal-to-noise ratio',
                       help='Signal variance over noise variance; cryo-EM particles '
                            'typically have 0.01 to 0.1.')
-        form.addParam('motion', params.EnumParam, choices=const.MOTIONS, default=0,
+        form.addParam('motion', params.EnumParam, choices=const.MOTIONS,
+                      default=Motion.index(SS.motion),
                       label='Motion',
                       help='hinge: two domains open and close about a hinge; '
                            'linear: a domain translates; nma: deformation along '
                            'elastic-network normal modes.')
         form.addParam('population', params.EnumParam, choices=const.POPULATIONS,
-                      default=0, label='Population of the states',
+                      default=Population.index(SS.population), label='Population of the states',
                       help='three_mode: two main states and a less populated middle '
                            'state; uniform: uniform along the motion; grid: a few '
                            'discrete states.')
-        form.addParam('seed', params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam('seed', params.IntParam, default=SS.seed, expertLevel=params.LEVEL_ADVANCED,
                       label='Random seed',
                       help='Same seed, same data set.')
         form.addParallelSection(threads=1, mpi=0)

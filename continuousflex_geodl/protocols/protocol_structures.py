@@ -10,6 +10,8 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
 from ..convert import newVolume
+from ..core.artifacts import DecodeDir, LandscapeDir, ModelDir, PathDir
+from ..core.settings import PATH_POINTS as DEFAULT_POINTS, PathKind, PathSettings
 from .protocol_base import GeoDLProtBase, coreCommandFlags
 
 PATH_POINTS, PATH_LINEAR, PATH_LANDSCAPE = 0, 1, 2
@@ -77,7 +79,8 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
                       allowsNull=True, label='Landscape run',
                       help='A run of the *landscape* protocol: its latents, map and states '
                            'define the pathway.')
-        form.addParam('pathKind', params.EnumParam, choices=const.PATH_KINDS, default=0,
+        form.addParam('pathKind', params.EnumParam, choices=const.PATH_KINDS,
+                      default=PathKind.index(PathSettings.kind),
                       condition='pathType == 2', label='Pathway kind',
                       help='density: minimum free-energy path through the particles between '
                            'two states; ridgeline: cryoTWIN ridgeline between the mixture '
@@ -90,9 +93,14 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
                       help='Start state (1-based; 0 = automatic).')
         line.addParam('toState', params.IntParam, default=0, label='to',
                       help='End state (1-based; 0 = automatic).')
-        form.addParam('nPoints', params.IntParam, default=10, validators=[params.Positive],
+        form.addParam('nPoints', params.IntParam, default=PathSettings.n_points or 0,
+                      validators=[params.GE(0)],
                       condition='pathType != 0', label='Number of structures',
-                      help='Structures along the line or pathway.')
+                      help='Structures along the line or pathway. 0: the default of the '
+                           'core (straight line %d, density pathway %d, ridgeline K + 1 = '
+                           '%d, pca pathway %d).'
+                           % (DEFAULT_POINTS['line'], DEFAULT_POINTS['density'],
+                              PathSettings.K + 1, DEFAULT_POINTS['pca']))
         form.addParam('writeVolumes', params.BooleanParam, default=True,
                       label='Write maps?',
                       help='Render a map for each structure (on the particles\' grid); '
@@ -112,18 +120,20 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
             pts = parse_points(self.points.get(), zdim)
         elif kind == PATH_LINEAR:
             pts = linear_path(parse_points(self.startPoint.get(), zdim)[0],
-                              parse_points(self.endPoint.get(), zdim)[0], self.nPoints.get())
+                              parse_points(self.endPoint.get(), zdim)[0],
+                              self.nPoints.get() or DEFAULT_POINTS['line'])
         else:
             self._runCli('landscape path', self._pathArgs())
-            pts = np.load(self._absPath('pathway', 'path_latents.npy'))
+            pts = PathDir(self._absPath('pathway')).latents()
         np.save(self._absPath('points.npy'), np.asarray(pts, dtype=np.float32))
 
     def _pathArgs(self):
         land = self.inputLandscape.get()
         args = ['--latents', land._getLatentsFile(), '--landscape', land._getLandscapeDir(),
                 '--out', self._absPath('pathway'),
-                '--kind', const.PATH_KINDS[self.pathKind.get()],
-                '--n-points', self.nPoints.get()]
+                '--kind', const.PATH_KINDS[self.pathKind.get()]]
+        if self.nPoints.get():
+            args += ['--n-points', self.nPoints.get()]
         if self.pathKind.get() != 2 and self.fromState.get() and self.toState.get():
             args += ['--from-state', self.fromState.get() - 1,
                      '--to-state', self.toState.get() - 1]
@@ -143,7 +153,7 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
     def createOutputStep(self):
         apix = self._getSamplingRate()
         pts = np.load(self._absPath('points.npy'))
-        out = self._getExtraPath('structures')
+        out = DecodeDir(self._getExtraPath('structures'))
         outputs = {}
         if self.writeVolumes.get():
             vols = self._createSetOfVolumesFlex(progName=const.PROG_NAME)
@@ -151,9 +161,9 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
             vols.getFlexInfo().setAttr(const.FLEX_MODEL_DIR, self._getModelDir())
             vols.getFlexInfo().setAttr(const.FLEX_ZDIM, int(pts.shape[1]))
             for i, z in enumerate(pts):
-                vols.append(newVolume(os.path.join(out, 'vol_%03d.mrc' % i), apix, z=z))
+                vols.append(newVolume(out.volume_path(i), apix, z=z))
             outputs['outputVolumes'] = vols
-        pdb = os.path.join(out, 'structures.pdb')
+        pdb = out.pdb_path
         if os.path.exists(pdb):
             outputs['outputStructures'] = AtomStruct(filename=pdb)
         self._defineOutputs(**outputs)
@@ -174,14 +184,15 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
         if self.inputModel.get() is not None:
             return self.inputModel.get().getZdim()
         model = self._getModelDir()
-        if model and os.path.exists(os.path.join(model, 'config.json')):
-            return int(self._readJson(os.path.join(model, 'config.json'))['zdim'])
+        if model and ModelDir(model).has_config():
+            return int(ModelDir(model).read_config()['zdim'])
         return None
 
     def _getSamplingRate(self):
         if self.inputModel.get() is not None:
             return self.inputModel.get().getSamplingRate()
-        cfg = self._readJson(os.path.join(self._getModelDir(), 'config.json'), {})
+        md = ModelDir(self._getModelDir())
+        cfg = md.read_config() if md.has_config() else {}
         return float(cfg.get('apix') or
                      self.inputLandscape.get().inputParticles.get().getSamplingRate())
 
@@ -197,7 +208,7 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
                         'use given points or a straight line.']
             if (self.fromState.get() or 0) < 0 or (self.toState.get() or 0) < 0:
                 return ['State numbers start at 1 (0: automatic).']
-            states = self._readJson(os.path.join(land._getLandscapeDir(), 'states.json'), {})
+            states = self._readJson(LandscapeDir(land._getLandscapeDir()).states_path, {})
             n = states.get('n_states')
             if n is not None and self.pathKind.get() != 2:
                 if n < 2:
@@ -218,7 +229,7 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
                 parse_points(self.endPoint.get(), zdim)
         except ValueError as exc:
             return [str(exc)]
-        if kind != PATH_POINTS and self.nPoints.get() < 2:
+        if kind != PATH_POINTS and self.nPoints.get() and self.nPoints.get() < 2:
             return ['A line or pathway needs at least 2 structures.']
         return []
 

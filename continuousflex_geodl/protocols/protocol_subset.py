@@ -7,9 +7,12 @@ from pwem.objects import SetOfParticles, SetOfParticlesFlex
 from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
+from ..core.landscape.subsets import Selection, parse_polygon, select_mask
 from .protocol_base import GeoDLProtBase
 
-SELECT_STATES, SELECT_BOX, SELECT_POLYGON, SELECT_DG, SELECT_BALL = range(5)
+# choice indices of the form = core.landscape.subsets.Selection
+SELECT_STATES, SELECT_BOX, SELECT_POLYGON, SELECT_DG, SELECT_BALL = (int(s) for s in (
+    Selection.STATES, Selection.BOX, Selection.POLYGON, Selection.FREE_ENERGY, Selection.BALL))
 SELECT_CHOICES = ['states', 'box in the 2D embedding', 'polygon in the 2D embedding',
                   'free energy below a threshold', 'ball in latent space']
 
@@ -29,32 +32,6 @@ def parse_ints(text):
 def parse_floats(text):
     """'0.5 -1.2, 3' -> [0.5, -1.2, 3.0] (ValueError on anything else)."""
     return [float(t) for t in str(text or '').replace(',', ' ').split()]
-
-
-def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=None,
-                box=None, polygon=None, max_dG=None, center=None, radius=None):
-    """Boolean mask of the selected particles (core.landscape.subsets rules).
-
-    * SELECT_STATES: ``states`` (N,) 1-based labels in ``state_ids``;
-    * SELECT_BOX: ``zred`` (N, >=2) inside ``box`` = (xmin, xmax, ymin, ymax);
-    * SELECT_POLYGON: ``zred`` inside ``polygon`` (V, 2) (boundary included);
-    * SELECT_DG: free energy ``dG`` (N,) <= ``max_dG``;
-    * SELECT_BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,).
-    """
-    from ..core.landscape import subsets
-    if selection == SELECT_STATES:
-        return np.isin(np.asarray(states), np.asarray(state_ids, dtype=int))
-    if selection == SELECT_BOX:
-        xmin, xmax, ymin, ymax = box
-        return subsets.select_box(zred, [xmin, ymin], [xmax, ymax])
-    if selection == SELECT_POLYGON:
-        return subsets.select_polygon(zred, polygon)
-    if selection == SELECT_DG:
-        return subsets.select_free_energy(dG, max_dG)
-    if selection == SELECT_BALL:
-        z = np.asarray(z, dtype=float)
-        return np.linalg.norm(z - np.asarray(center, dtype=float)[None], axis=1) <= radius
-    raise ValueError('Unknown selection %r' % selection)
 
 
 class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
@@ -137,7 +114,6 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
         self._defineSourceRelation(self.inputParticles, outSet)
 
     def _selectedIds(self, inSet):
-        from ..core.landscape.subsets import parse_polygon
         ids, states, zred, z, dG = [], [], [], [], []
         sel = self.selection.get()
         for p in inSet.iterItems(orderBy='id'):
@@ -185,7 +161,6 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                                       self.ymin.get() >= self.ymax.get()):
                 return ['The box must have x min < x max and y min < y max.']
             if sel == SELECT_POLYGON:
-                from ..core.landscape.subsets import parse_polygon
                 try:
                     parse_polygon(self.polygon.get())
                 except ValueError as exc:

@@ -1,14 +1,15 @@
 """Protocol: train the point-cloud deformation model on particles."""
 import os
 
-import numpy as np
-
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 from pwem.objects import Volume
 
 from .. import constants as const
 from ..convert import normalModesToNpz, writeParticlesStar
+from ..core.artifacts import ModelDir
+from ..core.settings import (EncoderInputs, ModelSettings as MS, Prior, ReferenceSettings,
+                             TrainSettings as TS)
 from ..objects import GeoDLModel
 from .protocol_base import GeoDLProtBase, coreCommandFlags
 
@@ -59,22 +60,21 @@ class GeoDLProtTrain(GeoDLProtBase):
                            'modes 1-6 and disabled modes are skipped.')
 
         form.addSection(label='Model')
-        form.addParam('zdim', params.IntParam, default=4, validators=[params.Positive],
+        form.addParam('zdim', params.IntParam, default=MS.zdim, validators=[params.Positive],
                       label='Latent dimension',
                       help='Number of conformational coordinates per particle '
                            '(cryoTWIN used 8 on real data).')
-        form.addParam('prior', params.EnumParam,
-                      choices=['gmm (cryoTWIN trainable mixture)', 'gaussian (VAE)'],
-                      default=0, label='Latent prior',
+        form.addParam('prior', params.EnumParam, choices=Prior.labels(),
+                      default=Prior.index(MS.prior), label='Latent prior',
                       help='gmm: a trainable Gaussian-mixture prior (cryoTWIN), which '
                            'also gives pathways between its components; gaussian: a '
                            'standard normal prior with a KL rate (cryoDRGN-style VAE).')
-        form.addParam('nmaModes', params.IntParam, default=0,
+        form.addParam('nmaModes', params.IntParam, default=MS.nma_modes,
                       label='Normal modes of the decoder',
                       help='0: free-form deformation field from the point network. '
                            'N > 0: displacements restricted to the N lowest elastic-network '
                            'normal modes of the reference (computed automatically).')
-        form.addParam('nAtoms', params.IntParam, default=0,
+        form.addParam('nAtoms', params.IntParam, default=ReferenceSettings.n_atoms or 0,
                       label='Number of pseudo-atoms',
                       help='Pseudo-atoms representing the reference. 0: sized '
                            'automatically for the box and pixel size.')
@@ -82,36 +82,37 @@ class GeoDLProtTrain(GeoDLProtBase):
                       expertLevel=params.LEVEL_ADVANCED, label='Use every atom?',
                       help='Use every atom of the atomic model as a pseudo-atom (slow for '
                            'large models; overrides the number of pseudo-atoms).')
-        form.addParam('refinePoses', params.BooleanParam, default=False,
+        form.addParam('refinePoses', params.BooleanParam, default=MS.refine_poses,
                       label='Refine poses?',
                       help='Also learn small per-particle rotation and shift corrections '
                            '(the consensus poses are biased for heterogeneous samples).')
-        form.addParam('encoderInputs', params.EnumParam, choices=const.ENCODER_INPUTS,
-                      default=0, expertLevel=params.LEVEL_ADVANCED, label='Encoder inputs',
+        form.addParam('encoderInputs', params.EnumParam, choices=EncoderInputs.values(),
+                      default=EncoderInputs.index(MS.encoder_inputs),
+                      expertLevel=params.LEVEL_ADVANCED, label='Encoder inputs',
                       help='What the encoder sees: linearised normal-mode features of the '
                            'particle and/or the low-passed particle image itself.')
 
         form.addSection(label='Training')
-        form.addParam('epochs', params.IntParam, default=30, validators=[params.Positive],
+        form.addParam('epochs', params.IntParam, default=TS.epochs, validators=[params.Positive],
                       label='Epochs',
                       help='Passes over the particle set. To train more, raise it and '
                            'use Continue: training resumes from the last checkpoint.')
-        form.addParam('batchSize', params.IntParam, default=32,
+        form.addParam('batchSize', params.IntParam, default=TS.batch_size,
                       validators=[params.Positive], label='Batch size',
                       help='Particles per optimisation step. Larger batches are faster '
                            'per particle on a GPU and need more memory.')
-        form.addParam('learningRate', params.FloatParam, default=2e-3,
+        form.addParam('learningRate', params.FloatParam, default=TS.lr,
                       validators=[params.Positive], label='Learning rate',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='Initial step size of the optimiser (cosine decay).')
-        form.addParam('beta', params.FloatParam, default=0.125,
+        form.addParam('beta', params.FloatParam, default=TS.beta,
                       expertLevel=params.LEVEL_ADVANCED, label='Rate weight (beta)',
-                      help='Weight of the latent rate term (cryoTWIN: 1/8).')
-        form.addParam('timeLimit', params.FloatParam, default=0.0,
+                      help=TS.sentence('beta'))
+        form.addParam('timeLimit', params.FloatParam, default=TS.time_limit or 0.0,
                       expertLevel=params.LEVEL_ADVANCED, label='Time limit (minutes)',
                       help='Stop at the end of the epoch that would exceed this time '
                            '(0: no limit). Continue later to train further.')
-        form.addParam('seed', params.IntParam, default=0, label='Random seed',
+        form.addParam('seed', params.IntParam, default=MS.seed, label='Random seed',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='Seed of the network initialisation and of the batch order; '
                            'the same seed and inputs give the same model on the CPU, and '
@@ -150,7 +151,7 @@ class GeoDLProtTrain(GeoDLProtBase):
         parts = self.inputParticles.get()
         model = GeoDLModel(modelDir=self._getModelDir(), zdim=self.zdim.get(),
                            box=parts.getXDim(), apix=parts.getSamplingRate(),
-                           prior=const.PRIORS[self.prior.get()])
+                           prior=Prior.at(self.prior.get()))
         cfg = model.loadConfig()
         if cfg.get('zdim'):
             model.setZdim(int(cfg['zdim']))
@@ -160,10 +161,9 @@ class GeoDLProtTrain(GeoDLProtBase):
             model.setSamplingRate(float(cfg['apix']))
         if cfg.get('prior'):
             model.setPrior(str(cfg['prior']))
-        ref = os.path.join(self._getModelDir(), 'reference.npz')
-        if os.path.exists(ref):
-            with np.load(ref) as npz:
-                model.setNumberOfAtoms(int(len(npz['positions'])))
+        md = ModelDir(self._getModelDir())
+        if md.has_reference():
+            model.setNumberOfAtoms(md.n_atoms())
         self._defineOutputs(outputModel=model)
         self._defineSourceRelation(self.inputParticles, model)
         self._defineSourceRelation(self.inputReference, model)
@@ -178,8 +178,8 @@ class GeoDLProtTrain(GeoDLProtBase):
                 '--batch-size', self.batchSize.get(),
                 '--lr', self.learningRate.get(),
                 '--beta', self.beta.get(),
-                '--prior', const.PRIORS[self.prior.get()],
-                '--encoder-inputs', const.ENCODER_INPUTS[self.encoderInputs.get()],
+                '--prior', Prior.at(self.prior.get()),
+                '--encoder-inputs', EncoderInputs.at(self.encoderInputs.get()),
                 '--seed', self.seed.get(),
                 '--threads', self._getThreads(),
                 '--device', self._getDevice()]
@@ -226,7 +226,7 @@ class GeoDLProtTrain(GeoDLProtBase):
             ImageHandler().convert(ref, self._getExtraPath('reference.mrc'))
 
     def _hasCheckpoint(self):
-        return os.path.exists(os.path.join(self._getModelDir(), 'checkpoints', 'last.pt'))
+        return ModelDir(self._getModelDir()).has_checkpoint()
 
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
@@ -296,7 +296,8 @@ class GeoDLProtTrain(GeoDLProtBase):
                      % (self.zdim.get(), const.PRIORS[self.prior.get()], self.epochs.get(),
                         self.batchSize.get(), self.learningRate.get(),
                         ', poses refined' if self.refinePoses.get() else ''))
-        hist = self._readJson(os.path.join(self._getModelDir(), 'history.json'))
+        md = ModelDir(self._getModelDir())
+        hist = md.read_history() if md.has_history() else None
         if isinstance(hist, list) and hist and isinstance(hist[-1], dict):
             items = ', '.join('%s %.4g' % (k, v) for k, v in hist[-1].items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool))

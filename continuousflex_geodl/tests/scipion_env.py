@@ -40,8 +40,8 @@ def configure():
     root = tempfile.mkdtemp(prefix='cfgeodl_scipion_')
     if os.environ.get('CFGEODL_KEEP_SCIPION_DATA') != '1':
         atexit.register(shutil.rmtree, root, True)
-    os.environ.setdefault('KEOPS_CACHE_FOLDER', os.path.join(
-        os.path.expanduser('~'), '.cache', 'continuousflex_geodl', 'keops-tests'))
+    from continuousflex_geodl.core.runtime import default_keops_cache
+    os.environ.setdefault('KEOPS_CACHE_FOLDER', default_keops_cache('keops-tests'))
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     setup_environment(root)
     _ROOT = root

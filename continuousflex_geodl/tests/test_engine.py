@@ -20,12 +20,7 @@ TINY = dict(epochs=3, batch_size=16, log_every=0, calib_particles=64, sinkhorn_e
             dec_segments=4, dec_rank=4, gmm_components=8, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 @pytest.fixture(scope='module')

@@ -32,7 +32,8 @@ from continuousflex_geodl.core.models.toydata import make_toy_particles
 from continuousflex_geodl.core.particles import (ArrayImageSource, ParticleSet,
                                                  load_particles, write_particles_star)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.usefixtures('one_thread')]  # one_thread: conftest.py
 
 N, BOX, APIX = 64, 24, 5.0
 #: a tiny model for in-process engine runs (as in test_engine)
@@ -41,14 +42,6 @@ TINY = dict(epochs=3, batch_size=16, log_every=0, calib_particles=64, sinkhorn_e
             dec_segments=4, dec_rank=4, gmm_components=8, threads=1)
 #: a short CLI training
 TRAIN = ['--zdim', '2', '--epochs', '1', '--batch-size', '16', '--threads', '1']
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------ helpers

@@ -285,3 +285,41 @@ def test_star_without_poses_or_ctf_reads_none_and_check_says_so(tmp_path):
     with pytest.raises(ValueError, match=r'p\.star\) have no CTF parameters'):
         ps.check()
     ps.check(require_ctf=False, require_poses=False)
+
+
+def test_stack_writer_rewrites_in_place_and_header_stats_match_the_data(tmp_path):
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(6, 8, 8)).astype(np.float32)
+    w = StackWriter(tmp_path / 'r.mrcs', 6, 8, 2.0)
+    w.write(a[:3]).write(a[3:])
+    np.testing.assert_array_equal(w.read(2, 5), a[2:5])
+    w.write(2 * a[1:4], start=1)  # rewrite images 1..3
+    w.close()
+    want = a.copy()
+    want[1:4] *= 2
+    with mrcfile.open(tmp_path / 'r.mrcs', permissive=False) as m:  # independent reader
+        np.testing.assert_array_equal(m.data, want)
+        assert float(m.header.dmin) == pytest.approx(want.min())
+        assert float(m.header.dmax) == pytest.approx(want.max())
+        assert float(m.header.dmean) == pytest.approx(want.mean(), abs=1e-6)
+        assert float(m.header.rms) == pytest.approx(want.std(), rel=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ['r.mrcs']
+
+
+def test_load_latents_formats_and_shapes(tmp_path):
+    from continuousflex_geodl.core.io.latents import load_latents
+    z = np.arange(24, dtype=np.float32).reshape(12, 2)
+    np.save(tmp_path / 'z.npy', z)
+    np.savez(tmp_path / 'z.npz', other=np.zeros(3), z=z)
+    np.savetxt(tmp_path / 'z.txt', z, header='two columns')
+    for name in ('z.npy', 'z.npz', 'z.txt'):
+        np.testing.assert_array_equal(load_latents(tmp_path / name, dim=2, min_rows=10), z)
+    np.save(tmp_path / 'v.npy', np.arange(4.0))
+    assert load_latents(tmp_path / 'v.npy').shape == (4, 1)       # four 1-D latents
+    assert load_latents(tmp_path / 'v.npy', dim=4).shape == (1, 4)  # one 4-D point
+    with pytest.raises(ValueError, match='3 are needed'):
+        load_latents(tmp_path / 'z.npy', dim=3)
+    with pytest.raises(ValueError, match='N >= 20'):
+        load_latents(tmp_path / 'z.npy', min_rows=20)
+    with pytest.raises(FileNotFoundError, match='gone.npy'):
+        load_latents(tmp_path / 'gone.npy')

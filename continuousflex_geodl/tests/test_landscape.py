@@ -3,7 +3,6 @@ paths, diagnostics and subsets, each against a known answer."""
 import numpy as np
 import pytest
 from scipy.stats import chi2, spearmanr
-from threadpoolctl import threadpool_limits
 
 from continuousflex_geodl.core.landscape import basins as B
 from continuousflex_geodl.core.landscape import density as D
@@ -18,12 +17,7 @@ from continuousflex_geodl.core.landscape.toy import (STATE_POPULATIONS, CurveDec
 
 
 
-@pytest.fixture(autouse=True)
-def _one_openmp_thread():
-    """The 2 cores are shared: OpenMP spin-waiting (k-means, t-SNE) under load
-    costs 10-40x; one thread each keeps these tests fast and deterministic."""
-    with threadpool_limits(1, user_api='openmp'):
-        yield
+pytestmark = pytest.mark.usefixtures('one_openmp_thread')  # conftest.py
 
 
 # ------------------------------------------------------------ free energy
@@ -196,6 +190,7 @@ def test_mixture_density_matches_scipy_and_sklearn(tmp_path):
 def test_load_prior_from_model_weights(tmp_path):
     """The model's own GMMPrior.log_density agrees with the Mixture we load."""
     import torch
+    from continuousflex_geodl.core.artifacts import ModelDir
     from continuousflex_geodl.core.models.prior import GMMPrior
     torch.manual_seed(0)
     prior = GMMPrior(4, n_components=7, box=3.0)
@@ -204,8 +199,7 @@ def test_load_prior_from_model_weights(tmp_path):
         prior.log_scales.add_(0.3 * torch.randn_like(prior.log_scales))
     state = {'prior.' + k: v for k, v in prior.state_dict().items()}
     state['decoder.w'] = torch.zeros(2)
-    (tmp_path / 'model').mkdir()
-    torch.save(state, str(tmp_path / 'model' / 'weights.pt'))
+    ModelDir(str(tmp_path / 'model')).write_weights(state)
     mix = load_prior(str(tmp_path / 'model'))
     z = torch.randn(20, 4, dtype=torch.float64) * 5
     ref = prior.double().log_density(z).detach().numpy()
@@ -268,6 +262,10 @@ def test_bar_three_states_paths_through_minor_middle_state(dim):
     m, prec, q = _middle_region(toy, z)
     dec = CurveDecoder(dim)
     mix = st.mixture
+    if mix is None:  # map states carry no mixture: the ridgeline needs one (BIC)
+        from continuousflex_geodl.core.landscape.states import _scale, _to_mixture, select_by_bic
+        mean, sc = _scale(z)
+        mix = _to_mixture(select_by_bic((z - mean) / sc, 10, 0)[0], mean, sc)
     paths = [P.density_path(z, st.centres[a], st.centres[b], n_points=20),
              P.ridgeline_path(mix, mix.predict(st.centres[a])[0], mix.predict(st.centres[b])[0])]
     for p in paths:

@@ -11,11 +11,7 @@ from continuousflex_geodl.core.cli import main as cli
 from continuousflex_geodl.core.landscape.toy import STATE_POPULATIONS, three_state_curve
 
 
-@pytest.fixture(autouse=True)
-def _one_openmp_thread():
-    """The 2 cores are shared: OpenMP spin-waiting (k-means) under load costs 10x."""
-    with threadpool_limits(1, user_api='openmp'):
-        yield
+pytestmark = pytest.mark.usefixtures('one_openmp_thread')  # conftest.py
 
 
 @pytest.fixture(scope='module')
@@ -195,9 +191,9 @@ def test_analyze_and_path_decode_with_a_model(tmp_path):
     """--model: states and path structures come from core.inference and equal
     decode_positions at the saved latent points; the model's prior can be
     used for the states (--prior MODEL_DIR)."""
-    import torch
-    from continuousflex_geodl.core.engine import build_model
+    from continuousflex_geodl.core.artifacts import ModelDir
     from continuousflex_geodl.core.inference import decode_positions, load_model
+    from continuousflex_geodl.core.models.flexmodel import build_model
     from continuousflex_geodl.core.structure import read_pdb
     rng = np.random.default_rng(0)
     model = build_model(dict(zdim=3, box=32, apix=2.0, sigma=2.0, gmm_components=5,
@@ -206,9 +202,10 @@ def test_analyze_and_path_decode_with_a_model(tmp_path):
                         np.ones(40, np.float32))
     mdir = tmp_path / 'model'
     mdir.mkdir()
-    (mdir / 'config.json').write_text(json.dumps(model.config))
-    np.savez(str(mdir / 'reference.npz'), **model.arrays())
-    torch.save(model.state_dict(), str(mdir / 'weights.pt'))
+    md = ModelDir(str(mdir))
+    md.write_config(model.config)
+    md.write_reference(**model.arrays())
+    md.write_weights(model.state_dict())
     toy = three_state_curve(1500, dim=3, seed=5)
     np.save(str(tmp_path / 'z.npy'), toy.latents)
     land, path = tmp_path / 'land', tmp_path / 'path'

@@ -3,7 +3,6 @@ whose width across the landscape changes along it (encoder uncertainty that
 depends on the conformation), with a known answer generated here."""
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from continuousflex_geodl.core.landscape.basins import knn_edges, smooth_log_density
 from continuousflex_geodl.core.landscape.states import fit_states
@@ -11,10 +10,7 @@ from continuousflex_geodl.core.landscape.states import fit_states
 POPULATIONS = (0.4, 0.2, 0.4)
 
 
-@pytest.fixture(autouse=True)
-def _one_openmp_thread():
-    with threadpool_limits(1, user_api='openmp'):
-        yield
+pytestmark = pytest.mark.usefixtures('one_openmp_thread')  # conftest.py
 
 
 def heteroscedastic_three_states(n, seed):
@@ -63,7 +59,8 @@ def test_states_on_heteroscedastic_latents_are_the_true_basins():
         true_pop = np.bincount(lab, minlength=3) / len(lab)
         for s in range(3):
             assert abs(st.populations[s] - true_pop[truth_of[s]]) < 0.05
-        counts_unsmoothed.append(fit_states(z, n_boot=0, seed=0, smooth=0).n_states)
+        counts_unsmoothed.append(fit_states(z, n_boot=0, seed=0, smooth=0,
+                                            space='latent').n_states)
     assert max(counts_unsmoothed) > 3, counts_unsmoothed
 
 
@@ -71,7 +68,7 @@ def test_smoothing_keeps_well_separated_states_and_one_basin():
     """Smoothing does not merge states separated by a real barrier nor split a
     single Gaussian cloud: barriers of the generated states stay above 1 kT."""
     z, lab = heteroscedastic_three_states(2000, 7)
-    st = fit_states(z, n_boot=0, seed=0, smooth=1)
+    st = fit_states(z, n_boot=0, seed=0, smooth=1, space='latent')
     assert st.n_states == 3 and np.all(st.barriers > 1.5)
     g = np.random.default_rng(1).standard_normal((2000, 4)) * [3.0, 1.0, 0.3, 0.3]
     assert fit_states(g, n_boot=0, seed=0).n_states == 1
@@ -92,7 +89,7 @@ def test_population_interval_is_for_the_same_states_when_a_replicate_merges_one(
     c = np.array([0.1, 0.5, 0.9])[lab] + 0.05 * r.standard_normal(2000)
     z = np.c_[12 * c + 0.8 * r.standard_normal(2000), 0.3 * r.standard_normal(2000) * (1 + 3 * c),
               0.2 * r.standard_normal((2000, 2)) * (1 + 2 * np.sin(6 * c))[:, None]]
-    st = fit_states(z, n_boot=10, seed=0, smooth=1)  # one smoothing step: ~1.0 kT barrier
+    st = fit_states(z, n_boot=10, seed=0, smooth=1, space='latent')  # ~1.0 kT barrier
     assert st.n_states == 3
     assert st.info['bootstrap_same_n_states'] < 1.0  # the case merges in some replicates
     true_pop = np.bincount(lab, minlength=3) / len(lab)

@@ -10,12 +10,7 @@ from continuousflex_geodl.core import cli
 from continuousflex_geodl.core.models.toydata import make_toy_particles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 @pytest.fixture(scope='module')

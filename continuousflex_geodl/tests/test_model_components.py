@@ -20,13 +20,7 @@ from continuousflex_geodl.core.models.toydata import hinge_deform, two_domain_cl
 from continuousflex_geodl.core.render import project
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 
 @pytest.fixture(scope='module')

@@ -216,6 +216,42 @@ def test_star_is_read_by_core_load_particles(tmp_path):
                                                10.0 * i, 300.0, 2.7, 0.1, 0.0], atol=1e-4)
 
 
+def test_optics_groups_survive_write_and_read(tmp_path):
+    """Two acquisitions -> two RELION 3.1 optics groups (checked with emtable, a
+    reader independent of the package's), and back per particle."""
+    from emtable import Table
+
+    from continuousflex_geodl.core import particles
+    pset, data, truth = _make_set(tmp_path)
+    other = Acquisition(voltage=200.0, sphericalAberration=2.0, amplitudeContrast=0.07)
+    mixed = SetOfParticles(filename=str(tmp_path / 'mixed.sqlite'))
+    mixed.copyInfo(pset)
+    for p in pset.iterItems(orderBy='id'):
+        q = p.clone()
+        if p.getObjId() % 2 == 0:
+            q.setAcquisition(other)
+        mixed.append(q)
+    mixed.write()
+    star = str(tmp_path / 'mixed.star')
+    convert.writeParticlesStar(mixed, star, requireCtf=True)
+    optics = {int(r.rlnOpticsGroup): (float(r.rlnVoltage), float(r.rlnSphericalAberration),
+                                      float(r.rlnAmplitudeContrast))
+              for r in Table(fileName=star, tableName='optics')}
+    assert sorted(optics.values()) == [(200.0, 2.0, 0.07), (300.0, 2.7, 0.1)]
+    groups = [int(r.rlnOpticsGroup) for r in Table(fileName=star, tableName='particles')]
+    assert [optics[g][0] for g in groups] == [300.0, 200.0] * 3
+    back = SetOfParticles(filename=str(tmp_path / 'back.sqlite'))
+    assert convert.readParticlesStar(star, back) == 6
+    for p in back.iterItems(orderBy='id'):
+        acq = p.getAcquisition()
+        want = (200.0, 2.0, 0.07) if p.getObjId() % 2 == 0 else (300.0, 2.7, 0.1)
+        assert (acq.getVoltage(), acq.getSphericalAberration(),
+                acq.getAmplitudeContrast()) == pytest.approx(want)
+    ps = particles.load_particles(star)
+    np.testing.assert_allclose(ps.ctf[:, 3], [300.0, 200.0] * 3)
+    np.testing.assert_allclose(ps.ctf[:, 4:6], [[2.7, 0.1], [2.0, 0.07]] * 3)
+
+
 def test_non_mrc_images_are_converted_pixel_exact(tmp_path):
     import mrcfile
     import xmippLib

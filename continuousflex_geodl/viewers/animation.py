@@ -16,11 +16,12 @@ into what a user opens:
 The pseudo-atom width and the grid come from the model folder
 (``model_render_settings``).
 """
-import json
 import os
-import shutil
 
 import numpy as np
+
+from ..core.artifacts import ModelDir
+from ..core.fileio import atomic_copy
 
 
 def model_render_settings(model_dir):
@@ -29,17 +30,14 @@ def model_render_settings(model_dir):
     sigma is the learned width of the last epoch (history.json) when logged,
     else the configured one (config.json).
     """
-    cfg_fn = os.path.join(model_dir, 'config.json')
-    if not os.path.exists(cfg_fn):
+    md = ModelDir(model_dir)
+    if not md.has_config():
         raise FileNotFoundError("No config.json in the model folder '%s': is it a folder "
                                 "written by 'continuousflex-geodl train'?" % model_dir)
-    with open(cfg_fn) as f:
-        cfg = json.load(f)
+    cfg = md.read_config()
     sigma = cfg.get('sigma')
-    hist_fn = os.path.join(model_dir, 'history.json')
-    if os.path.exists(hist_fn):
-        with open(hist_fn) as f:
-            hist = json.load(f)
+    if md.has_history():
+        hist = md.read_history()
         if isinstance(hist, list) and hist and isinstance(hist[-1], dict) and \
                 isinstance(hist[-1].get('sigma'), (int, float)):
             sigma = hist[-1]['sigma']
@@ -78,8 +76,7 @@ def export_pathway(out_dir, pdb, sigma, box, apix, volumes=None, name='pathway',
                                     upscale=upscale)
     out_pdb = os.path.join(out_dir, name + '.pdb')
     if os.path.abspath(out_pdb) != os.path.abspath(pdb):
-        shutil.copyfile(pdb, out_pdb + '.tmp')
-        os.replace(out_pdb + '.tmp', out_pdb)
+        atomic_copy(pdb, out_pdb, link=False)
     cxc = None
     if volumes:
         missing = [v for v in volumes if not os.path.exists(v)]

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from ..core.artifacts import ModelDir
 from ..core.landscape.plots import (new_figure, plot_free_energy, plot_populations,
                                     plot_profile, save_figure)
 
@@ -47,7 +48,7 @@ __all__ = ['MAX_POINTS', 'load_history', 'training_curves_figure', 'subsample_in
 def load_history(path):
     """Per-epoch records (list of dicts) from a model folder or its history.json."""
     path = os.fspath(path)
-    fn = os.path.join(path, 'history.json') if os.path.isdir(path) else path
+    fn = ModelDir(path).history_path if os.path.isdir(path) else path
     if not os.path.exists(fn):
         raise FileNotFoundError("No training history at '%s': the training has not finished "
                                 "an epoch yet (history.json is written after each epoch)."

@@ -1,57 +1,16 @@
 """Viewer: conformational landscape (free-energy map, states, particles on the map)."""
-import json
-import os
-
 import numpy as np
 
 import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
 from .. import constants as const
+from ..core.artifacts import LandscapeDir
 from ..protocols import GeoDLProtLandscape
 from .base import GeoDLViewerMixin, attr_label, particle_values
 
 COLOUR_DG, COLOUR_STATE, COLOUR_ATTR = 0, 1, 2
 COLOUR_CHOICES = ['free energy', 'state', 'particle attribute']
-
-
-class LandscapeFiles:
-    """The files of a landscape folder (``continuousflex-geodl landscape analyze``)."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        if not os.path.exists(self.path('free_energy.npz')):
-            raise FileNotFoundError("No landscape in '%s' (free_energy.npz missing): has the "
-                                    "landscape run finished?" % folder)
-
-    def path(self, *p):
-        return os.path.join(self.folder, *p)
-
-    def free_energy(self):
-        from ..core.landscape.density import load_free_energy
-        return load_free_energy(self.path('free_energy.npz'))
-
-    def embedding(self):
-        return np.load(self.path('embedding.npy'))
-
-    def method(self):
-        with np.load(self.path('free_energy.npz')) as f:
-            return str(f['embedding_method']) if 'embedding_method' in f.files else 'pca'
-
-    def particle_dG(self):
-        with np.load(self.path('free_energy.npz')) as f:
-            return np.asarray(f['particle_dG'], float), str(f['units'])
-
-    def labels(self):
-        return np.load(self.path('labels.npy')).astype(int)
-
-    def states(self):
-        with open(self.path('states.json')) as f:
-            return json.load(f)
-
-    def state_points(self):
-        fn = self.path('state_centres_embedding.npy')
-        return np.load(fn) if os.path.exists(fn) else None
 
 
 class GeoDLLandscapeViewer(GeoDLViewerMixin, ProtocolViewer):
@@ -101,7 +60,7 @@ class GeoDLLandscapeViewer(GeoDLViewerMixin, ProtocolViewer):
 
     # ------------------------------------------------------------------ data
     def _files(self):
-        return LandscapeFiles(self.protocol._getExtraPath('landscape'))
+        return LandscapeDir(self.protocol._getExtraPath('landscape')).require()
 
     def _attr(self):
         return (self.attrName.get() if hasattr(self, 'attrName') else None) or \

@@ -1,13 +1,11 @@
 """Viewer: structures along a pathway (path on the map, animation, ChimeraX, PDB)."""
-import json
 import os
 import shutil
-
-import numpy as np
 
 import pyworkflow.protocol.params as params
 from pyworkflow.viewer import DESKTOP_TKINTER, ProtocolViewer
 
+from ..core.artifacts import DecodeDir, LandscapeDir, PathDir
 from ..protocols import GeoDLProtStructures
 from .base import GeoDLViewerMixin
 
@@ -74,7 +72,7 @@ class GeoDLPathwayViewer(GeoDLViewerMixin, ProtocolViewer):
     def _pdb(self):
         out = getattr(self.protocol, 'outputStructures', None)
         fn = out.getFileName() if out is not None else \
-            os.path.join(self._structuresDir(), 'structures.pdb')
+            DecodeDir(self._structuresDir()).pdb_path
         if not os.path.exists(fn):
             raise FileNotFoundError("No structures in '%s': has the run finished?" % fn)
         return fn
@@ -83,11 +81,7 @@ class GeoDLPathwayViewer(GeoDLViewerMixin, ProtocolViewer):
         vols = getattr(self.protocol, 'outputVolumes', None)
         if vols is not None:
             return [v.getFileName() for v in vols.iterItems(orderBy='id')]
-        d = self._structuresDir()
-        if not os.path.isdir(d):
-            return []
-        return [os.path.join(d, f) for f in sorted(os.listdir(d))
-                if f.startswith('vol_') and f.endswith('.mrc')]
+        return DecodeDir(self._structuresDir()).volume_files()
 
     def _frameMs(self):
         return (self.frameMs.get() if hasattr(self, 'frameMs') else None) or 150
@@ -119,7 +113,6 @@ class GeoDLPathwayViewer(GeoDLViewerMixin, ProtocolViewer):
     # --------------------------------------------------------------- figures
     def _showPathMap(self, paramName=None, save_path=None):
         from .plotting import axis_labels, free_energy_figure
-        from .viewer_landscape import LandscapeFiles
         from .views import FigureView
 
         def build():
@@ -127,11 +120,10 @@ class GeoDLPathwayViewer(GeoDLViewerMixin, ProtocolViewer):
                 raise ValueError('These structures are not a pathway through a landscape '
                                  '(they were decoded at given points or along a line).')
             land = self.protocol.inputLandscape.get()
-            files = LandscapeFiles(land._getExtraPath('landscape'))
-            pdir = self.protocol._getExtraPath('pathway')
-            y = np.load(os.path.join(pdir, 'path_embedding.npy'))
-            with open(os.path.join(pdir, 'path.json')) as f:
-                info = json.load(f)
+            files = LandscapeDir(land._getExtraPath('landscape')).require()
+            pdir = PathDir(self.protocol._getExtraPath('pathway'))
+            y = pdir.embedding()
+            info = pdir.info()
             fe = files.free_energy()
             st = files.states()
             names = [str(i + 1) for i in range(int(st.get('n_states', 0)))]

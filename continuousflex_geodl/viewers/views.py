@@ -10,6 +10,8 @@ import os
 
 from pyworkflow.viewer import View
 
+from ..core.fileio import atomic_copy
+
 
 def _toplevel(title, parent=None):
     import tkinter as tk
@@ -53,10 +55,8 @@ class AnimationView(View):
 
     def save(self, path):
         """Copy the GIF to ``path``; returns ``path``."""
-        import shutil
         if os.path.abspath(path) != os.path.abspath(self.gif):
-            shutil.copyfile(self.gif, path + '.tmp')
-            os.replace(path + '.tmp', path)
+            atomic_copy(self.gif, path, link=False)
         return path
 
     def show(self):

@@ -7,9 +7,15 @@ Example::
 
     continuousflex-geodl decode --model MODEL --latents z.npy --out VOLDIR
 """
-import os
+import logging
 
 import numpy as np
+
+from .. import logs
+from ..io.latents import load_latents
+from ..settings import RuntimeSettings, add_setting
+
+logger = logging.getLogger(__name__)
 
 
 def add_args(p):
@@ -21,34 +27,28 @@ def add_args(p):
     p.add_argument('--no-volumes', action='store_true', help='write only the PDB')
     p.add_argument('--box', type=int, default=None, help='volume box (default: particles)')
     p.add_argument('--apix', type=float, default=None, help='voxel size A (default: particles)')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-
-
-def load_latents(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError("Latent file not found: '%s'" % path)
-    z = np.load(path) if path.endswith('.npy') else np.loadtxt(path, ndmin=2)
-    z = np.asarray(z, dtype=np.float32)
-    return z[None] if z.ndim == 1 else z
+    add_setting(p, '--device', RuntimeSettings, 'device')
 
 
 def main(args):
+    from ..artifacts import DecodeDir
     from ..inference import decode_amplitudes, decode_positions, decode_volumes, load_model
     from ..io.mrc import write_mrc
     from ..models.reference import write_pdb_positions
+    logs.start_run_log(args.out, args)
     model = load_model(args.model, device=args.device)
-    z = load_latents(args.latents)
+    z = np.asarray(load_latents(args.latents, dim=model.zdim), dtype=np.float32)
     if args.rows:
         rows = [int(r) for r in args.rows.split(',')]
         z = z[rows]
-    os.makedirs(args.out, exist_ok=True)
+    out = DecodeDir(args.out).make()
     pos = decode_positions(model, z)
     amp = decode_amplitudes(model, z)
-    write_pdb_positions(os.path.join(args.out, 'structures.pdb'), pos, amp[0])
+    write_pdb_positions(out.pdb_path, pos, amp[0])
     if not args.no_volumes:
         apix = args.apix or model.apix
         for i in range(len(z)):
             vol = decode_volumes(model, z[i:i + 1], args.box, args.apix)[0]
-            write_mrc(os.path.join(args.out, 'vol_%03d.mrc' % i), vol, apix)
-    np.save(os.path.join(args.out, 'latents.npy'), z)
-    print('decoded %d latent points into %s' % (len(z), args.out))
+            write_mrc(out.volume_path(i), vol, apix)
+    out.write_latents(z)
+    logger.info('decoded %d latent points into %s', len(z), args.out)

@@ -7,19 +7,26 @@ With ``--scipion`` (the default when Scipion is installed) the same chain runs
 as Scipion protocols in a fresh headless Scipion project inside ``--out``
 (``continuousflex_geodl.workflow``); ``--core`` runs the core commands only.
 """
+import logging
 import os
 import subprocess
 import sys
 import time
 
+from .. import logs
+from ..settings import RuntimeSettings, SimulateSettings, add_setting
+
+logger = logging.getLogger(__name__)
+
 
 def add_args(parser):
     parser.add_argument('--out', default='demo_output', help='output folder (created)')
-    parser.add_argument('--n-particles', type=int, default=2000)
+    add_setting(parser, '--n-particles', SimulateSettings, 'n_particles')
     parser.add_argument('--epochs', type=int, default=None,
                         help='training epochs (default: the train command default)')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--device', default='cpu')
+    add_setting(parser, '--seed', SimulateSettings, 'seed',
+                help='random seed of the simulation and the training (default 0)')
+    add_setting(parser, '--device', RuntimeSettings, 'device')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--scipion', dest='mode', action='store_const', const='scipion',
                       help='run as Scipion protocols in a headless project (default '
@@ -35,12 +42,12 @@ def _scipion_available():
 
 def _step(title, argv):
     from ..cli import main as cli_main
-    print('\n=== %s: continuousflex-geodl %s' % (title, ' '.join(argv)), flush=True)
+    logger.info('\n=== %s: continuousflex-geodl %s', title, ' '.join(argv))
     t0 = time.time()
     rc = cli_main(argv)
     if rc:
         raise RuntimeError('demo step "%s" failed (exit code %s)' % (title, rc))
-    print('=== %s done in %.1f s' % (title, time.time() - t0), flush=True)
+    logger.info('=== %s done in %.1f s', title, time.time() - t0)
 
 
 def run_core(args):
@@ -63,35 +70,34 @@ def run_core(args):
     _step('pathway', ['landscape', 'path', '--latents', z, '--out', path,
                       '--kind', 'pca', '--model', model])
     gif, cxc = _animate(model, path, os.path.join(sim, 'particles.star'))
-    print('\nOutputs (core demo):')
+    logger.info('\nOutputs (core demo):')
     for name, p in [('simulated particles', sim), ('trained model', model),
                     ('latents', z), ('landscape', land), ('pathway', path),
                     ('animation (GIF)', gif), ('ChimeraX script', cxc)]:
-        print('  %-20s %s' % (name, p))
+        logger.info('  %-20s %s', name, p)
     return 0
 
 
 def _animate(model, path_dir, particles):
     """GIF of the decoded path structures and a ChimeraX script for its MRC series."""
-    import glob
-
-    import numpy as np
-
     from ..animate import write_chimerax_script, write_projection_gif
+    from ..artifacts import ModelDir, PathDir
     from ..particles import load_particles
     from ..structure import read_pdb
     pset = load_particles(particles)
-    with np.load(os.path.join(model, 'reference.npz')) as ref:
-        amps, sigma = ref['amplitudes'], float(ref['sigma'])
-    positions = read_pdb(os.path.join(path_dir, 'path.pdb'))
+    ref = ModelDir(model).read_reference()
+    amps, sigma = ref['amplitudes'], float(ref['sigma'])
+    pdir = PathDir(path_dir)
+    positions = read_pdb(pdir.structure_files('pdb')[0])
     gif = os.path.join(path_dir, 'path.gif')
     write_projection_gif(gif, positions, amps, sigma, pset.box, pset.apix)
     cxc = write_chimerax_script(os.path.join(path_dir, 'path.cxc'),
-                                sorted(glob.glob(os.path.join(path_dir, 'path_*.mrc'))))
+                                pdir.structure_files('mrc'))
     return gif, cxc
 
 
 def main(args):
+    logs.start_run_log(args.out, args)
     mode = args.mode or ('scipion' if _scipion_available() else 'core')
     if mode == 'core':
         return run_core(args)

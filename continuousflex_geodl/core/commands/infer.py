@@ -8,24 +8,26 @@ writes an (N, K) float32 .npy array in particle order.  Example::
 
     continuousflex-geodl infer --model MODEL --particles P.star --out z.npy
 """
+import logging
 import os
 
 import numpy as np
+
+from .. import logs
+from ..settings import InferSettings, RuntimeSettings, add_setting
+
+logger = logging.getLogger(__name__)
 
 
 def add_args(p):
     p.add_argument('--model', required=True, help='model directory written by train')
     p.add_argument('--particles', required=True, help='particles (.star or .xmd) with poses and CTF')
     p.add_argument('--out', required=True, help='output .npy file (N, K)')
-    p.add_argument('--batch-size', type=int, default=256, help='particles per chunk (default 256)')
-    p.add_argument('--refine-steps', type=int, default=30,
-                   help='per-particle latent refinement steps after the encoder (default '
-                        '30; about as costly as 30 training epochs without the encoder; '
-                        '0: encoder output only, fastest)')
-    p.add_argument('--refine-lr', type=float, default=0.1,
-                   help='step size of the latent refinement, latent units (default 0.1)')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    p.add_argument('--threads', type=int, default=None, help='CPU threads')
+    add_setting(p, '--batch-size', InferSettings, 'batch_size')
+    add_setting(p, '--refine-steps', InferSettings, 'refine_steps')
+    add_setting(p, '--refine-lr', InferSettings, 'refine_lr')
+    add_setting(p, '--device', RuntimeSettings, 'device')
+    add_setting(p, '--threads', RuntimeSettings, 'threads')
 
 
 def main(args):
@@ -38,17 +40,19 @@ def main(args):
         raise ValueError("--out must be a .npy file (got '%s')." % args.out)
     if args.refine_steps < 0:
         raise ValueError('--refine-steps must be 0 or more (got %d).' % args.refine_steps)
+    logs.start_run_log(args.out, args, is_file=True)  # Z.npy.log
     model = load_model(args.model, device=args.device)
     pset = load_particles(args.particles)
     if args.refine_steps == 0:
         z = infer_latents(model, pset, batch_size=args.batch_size, out=args.out)
     else:
         z = infer_latents(model, pset, batch_size=args.batch_size, progress=True)
-        print('refining latents: %d steps per particle' % args.refine_steps, flush=True)
+        logger.info('refining latents: %d steps per particle', args.refine_steps)
         z = refine_latents(model, pset, z, steps=args.refine_steps, lr=args.refine_lr,
-                           batch_size=min(args.batch_size, 128), progress=True)
+                           batch_size=min(args.batch_size, InferSettings.refine_batch_size),
+                           progress=True)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with atomic_path(args.out) as tmp:
             with open(tmp, 'wb') as f:
                 np.save(f, z)
-    print('wrote %s: %d particles x %d latent dimensions' % (args.out, z.shape[0], z.shape[1]))
+    logger.info('wrote %s: %d particles x %d latent dimensions', args.out, z.shape[0], z.shape[1])

@@ -11,9 +11,13 @@ in kT by default (--units kcal/mol or kJ/mol with --temperature, K).
 Sub-commands and the files they write
 =====================================
 
+Every sub-command also writes DIR/run.log (command line, version, settings,
+then the progress; ``core.logs``).  The names below are those of
+``core.artifacts`` (LandscapeDir, PathDir, SubsetDir, ApplyDir, DiagnosticsDir).
+
 landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
         [--n-states auto|bic|K] [--method gmm|kmeans] [--prior MODEL_DIR|prior.npz]
-        [--barrier 1] [--density-smoothing 2]
+        [--barrier 0.3] [--density-smoothing 2]
         [--model MODEL_DIR] [--latent-dG] [--units kT|kcal/mol|kJ/mol]
   DIR/embedding.npy            (N, 2) float32 2D embedding of every particle
                                ((N, 1) when K = 1)
@@ -33,14 +37,21 @@ landscape analyze --latents Z.npy --out DIR [--embedding pca|umap|tsne]
                                particle_dG (N,) per-particle dG in units,
                                particle_dG_kT; embedding_method
   DIR/labels.npy               (N,) int32 state of every particle
-  DIR/states.json              method, selection (user|bic|basins), n_states,
+  DIR/states.json              method (map|gmm|kmeans|prior), selection
+                               (user|bic|basins), n_states,
                                populations, population_std, population_ci95
-                               ([[lo, hi], ...] bootstrap 2.5/97.5 percentiles),
+                               ([[lo, hi], ...] 95 % intervals; default 'auto'
+                               states are the basins of free_energy.npz's map and
+                               each bootstrap replicate re-runs the finder),
                                counts, centres (S x K latent), bic {k: BIC},
-                               barriers_kT (basins), component_state, n_fit, ...
+                               barriers_kT (basins), barrier_z, bootstrap_found,
+                               resolved (found in >= 90 % of replicates), notes
+                               (plain statements: 'not resolved', one state),
+                               basin_populations, bandwidth, component_state, n_fit, ...
   DIR/states_model.npz         to assign later particles: centres, populations, ...,
                                means/covariances/weights/component_state (mixture),
-                               kmeans_centres, nodes/node_labels (basins)
+                               kmeans_centres, nodes/node_labels (basins),
+                               cell_labels/grid_*/emb_* (map basins)
   DIR/state_centres.npy        (S, K) float32 latent point of each state
   DIR/state_centres_embedding.npy  (S, 2) float32
   DIR/latent_dG.npz            (with --latent-dG) dG (N,) of every particle directly
@@ -103,7 +114,15 @@ Examples::
     continuousflex-geodl landscape subset --landscape land --out sub --states 2 \\
         --particles particles.star
 """
+import logging
 import os
+
+from .. import logs
+from ..settings import LandscapeSettings, PathSettings, RuntimeSettings, add_setting
+
+logger = logging.getLogger(__name__)
+
+L = LandscapeSettings
 
 
 def _common(p, latents=True):
@@ -111,7 +130,7 @@ def _common(p, latents=True):
         p.add_argument('--latents', required=True,
                        help='(N, K) latents: .npy, .npz or text, one particle per row')
     p.add_argument('--out', required=True, help='output folder (created)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    add_setting(p, '--seed', L, 'seed')
 
 
 def _decoder_args(p):
@@ -120,40 +139,28 @@ def _decoder_args(p):
                         '(PDB + MRC) at the state centres / path points')
     p.add_argument('--no-volumes', action='store_true',
                    help='with --model, write only the PDB (no MRC volumes)')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' for decoding")
+    add_setting(p, '--device', RuntimeSettings, 'device',
+                help="'cpu' or 'cuda' for decoding (default cpu)")
 
 
 def _units_args(p):
-    p.add_argument('--units', default='kT', choices=['kT', 'kcal/mol', 'kJ/mol'],
-                   help='free-energy units (default kT)')
-    p.add_argument('--temperature', type=float, default=298.15,
-                   help='temperature in K for kcal/mol or kJ/mol (default 298.15)')
+    add_setting(p, '--units', L, 'units')
+    add_setting(p, '--temperature', L, 'temperature')
 
 
 def _state_args(p):
-    p.add_argument('--n-states', default='auto',
-                   help="number of states, 'auto' (free-energy basins; default) or "
-                        "'bic' (Gaussian components chosen by BIC)")
-    p.add_argument('--method', default='gmm', choices=['gmm', 'kmeans'],
-                   help='clustering: Gaussian mixture (default) or k-means')
+    add_setting(p, '--n-states', L, 'n_states', choices=None,
+                help="number of states: a number, 'auto' (free-energy basins; default) or "
+                     "'bic' (Gaussian components chosen by BIC)")
+    add_setting(p, '--method', L, 'method')
     p.add_argument('--prior', default=None,
                    help='use a trained GMM prior for the states: a model directory or an '
                         '.npz with means, covariances (or scales) and weights')
-    p.add_argument('--barrier', type=float, default=1.0,
-                   help="'auto' states: merge basins separated by less than this "
-                        'free-energy barrier (kT, default 1)')
-    p.add_argument('--min-population', type=float, default=0.01,
-                   help="'auto' states: merge basins holding less than this fraction "
-                        '(default 0.01)')
-    p.add_argument('--density-smoothing', type=int, default=2,
-                   help="'auto' states: times the density is averaged over each "
-                        "particle's graph neighbours before finding basins (default 2; "
-                        '0: the density at each particle)')
-    p.add_argument('--max-states', type=int, default=10,
-                   help='largest number of mixture components tried by BIC (default 10)')
-    p.add_argument('--max-fit', type=int, default=20000,
-                   help='fit models on at most this many random particles, then assign '
-                        'all (default 20000)')
+    add_setting(p, '--barrier', L, 'barrier')
+    add_setting(p, '--min-population', L, 'min_population')
+    add_setting(p, '--density-smoothing', L, 'density_smoothing')
+    add_setting(p, '--max-states', L, 'max_states')
+    add_setting(p, '--max-fit', L, 'max_fit')
 
 
 def add_args(parser):
@@ -162,47 +169,36 @@ def add_args(parser):
 
     p = sub.add_parser('analyze', help='embedding, free-energy map and states')
     _common(p)
-    p.add_argument('--embedding', default='pca', choices=['pca', 'umap', 'tsne'],
-                   help='2D embedding for the map (default pca)')
+    add_setting(p, '--embedding', L, 'embedding')
     _state_args(p)
-    p.add_argument('--bootstrap', type=int, default=20,
-                   help='bootstrap replicates for the state populations (default 20)')
-    p.add_argument('--fe-bootstrap', type=int, default=50,
-                   help='bootstrap replicates for the free-energy error (default 50)')
-    p.add_argument('--bins', type=int, default=None,
-                   help='grid cells per axis of the map (default: automatic, 64-400)')
-    p.add_argument('--bandwidth', default='scott',
-                   help="KDE width: 'scott', 'silverman' or a number in embedding units")
+    add_setting(p, '--bootstrap', L, 'bootstrap')
+    add_setting(p, '--fe-bootstrap', L, 'fe_bootstrap')
+    add_setting(p, '--bins', L, 'bins')
+    add_setting(p, '--bandwidth', L, 'bandwidth', choices=None)
     p.add_argument('--latent-dG', action='store_true',
                    help='also compute each particle\'s dG directly in latent space '
                         '(latent_dG.npz)')
-    p.add_argument('--latent-bootstrap', type=int, default=0,
-                   help='bootstrap replicates for the latent-space dG error (default 0)')
+    add_setting(p, '--latent-bootstrap', L, 'latent_bootstrap')
     _units_args(p)
     _decoder_args(p)
 
     p = sub.add_parser('path', help='pathway between states as a series of latents '
                                     '(and structures)')
     _common(p)
-    p.add_argument('--kind', default='density', choices=['pca', 'density', 'ridgeline'],
-                   help='pca axis, density-following graph path, or cryoTWIN ridgeline')
+    add_setting(p, '--kind', PathSettings, 'kind')
     p.add_argument('--landscape', default=None,
                    help='folder written by "landscape analyze" (reuses its states and map)')
     p.add_argument('--from-state', type=int, default=None, help='start state (0-based)')
     p.add_argument('--to-state', type=int, default=None, help='end state (0-based)')
-    p.add_argument('--n-points', type=int, default=None,
-                   help='points along the path (default: pca 10, density 20, ridgeline K+1)')
-    p.add_argument('--pc', type=int, default=1, help='pca path: principal axis (1 = PC1)')
-    p.add_argument('--percentiles', type=float, nargs=2, default=(5.0, 95.0),
-                   help='pca path: range along the axis (default 5 95)')
-    p.add_argument('--knn', type=int, default=10, help='density path: neighbours per node')
-    p.add_argument('--alpha', type=float, default=1.0,
-                   help='density path: edge cost length*exp(alpha*dG) (0: geodesic)')
-    p.add_argument('--max-nodes', type=int, default=20000,
-                   help='density path: particles used as graph nodes (default 20000)')
-    p.add_argument('--K', type=int, default=11, help='ridgeline: steps (default 11)')
-    p.add_argument('--omega', type=float, default=2.0, help='ridgeline: omega (default 2)')
-    p.add_argument('--M', type=int, default=1000, help='ridgeline: random draws (default 1000)')
+    add_setting(p, '--n-points', PathSettings, 'n_points')
+    add_setting(p, '--pc', PathSettings, 'pc')
+    add_setting(p, '--percentiles', PathSettings, 'percentiles', type=float, nargs=2)
+    add_setting(p, '--knn', PathSettings, 'knn')
+    add_setting(p, '--alpha', PathSettings, 'alpha')
+    add_setting(p, '--max-nodes', PathSettings, 'max_nodes')
+    add_setting(p, '--K', PathSettings, 'K')
+    add_setting(p, '--omega', PathSettings, 'omega')
+    add_setting(p, '--M', PathSettings, 'M')
     _state_args(p)
     _units_args(p)
     _decoder_args(p)
@@ -234,7 +230,7 @@ def add_args(parser):
     p.add_argument('--prior', default=None, help='prior: model directory or .npz')
     p.add_argument('--compare', default=None,
                    help='second latent file of the same particles (e.g. HEMNMA amplitudes)')
-    p.add_argument('--device', default='cpu')
+    add_setting(p, '--device', RuntimeSettings, 'device')
 
 
 def _n_states(text):
@@ -296,6 +292,7 @@ def _prior(args):
 
 def main(args):
     from ..landscape import pipeline as P
+    logs.start_run_log(args.out, args)
     action = args.action
     if action == 'analyze':
         z = P.load_latents(args.latents)
@@ -340,7 +337,9 @@ def main(args):
 
 def _diagnostics(args, P):
     import numpy as np
+    from ..artifacts import DiagnosticsDir
     from ..landscape import diagnostics as D
+    from ..landscape.compare import latent_agreement
     z = np.asarray(P.load_latents(args.latents), np.float64)
     out = {}
     dec = make_decoder(args.model, args.device, volumes=False) if args.model else None
@@ -358,12 +357,11 @@ def _diagnostics(args, P):
         out['prior_fit'] = D.prior_kl(z, prior, seed=args.seed)
     if args.compare:
         z2 = np.asarray(P.load_latents(args.compare), np.float64)
-        out['agreement'] = D.latent_agreement(z, z2, seed=args.seed)
+        out['agreement'] = latent_agreement(z, z2, seed=args.seed)
     if not out:
         raise ValueError('Nothing to compute: give --model (isometry and prior fit), --prior '
                          '(prior fit) and/or --compare (agreement of two latent spaces).')
-    os.makedirs(args.out, exist_ok=True)
-    P._json_dump(os.path.join(args.out, 'diagnostics.json'), out)
+    DiagnosticsDir(args.out).make().write_info(out)
     for k, v in out.items():
-        print('%s: %s' % (k, {kk: vv for kk, vv in v.items()
-                               if not isinstance(vv, (list, np.ndarray))}))
+        logger.info('%s: %s', k, {kk: vv for kk, vv in v.items()
+                                  if not isinstance(vv, (list, np.ndarray))})

@@ -16,12 +16,15 @@ errors from mrcfile (truncated file, bad header, not an MRC file) are
 re-raised as ``ValueError`` naming the file; a missing file is
 ``FileNotFoundError``.
 """
+import logging
 import os
 import warnings
 
 import numpy as np
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, commit, discard, temp_path
+
+logger = logging.getLogger(__name__)
 
 #: extensions read with mrcfile (others go through the Xmipp bindings)
 MRC_EXTENSIONS = ('.mrc', '.mrcs', '.map', '.st', '.ali', '.rec')
@@ -124,7 +127,6 @@ def check_same_grid(path, box, apix, what='The reference map', rtol=0.01):
     warns (the map is used in A about its centre).  Returns the map's
     (box, apix).
     """
-    import sys
     info = mrc_info(path)
     mbox, mapix = int(info['shape'][-1]), float(info['apix'])
     cmd = ("relion_image_handler --i %s --o resampled.mrc --angpix %.4f --rescale_angpix "
@@ -137,9 +139,9 @@ def check_same_grid(path, box, apix, what='The reference map', rtol=0.01):
                          'pixel size is wrong, fix the header instead.'
                          % (what, path, mbox, mapix, int(box), float(apix), cmd))
     if mbox != int(box):
-        print('WARNING: %s %s has a box of %d px and the particles %d px (same pixel size); '
-              'it is used in A about its centre. To match exactly, resample it: %s'
-              % (what, path, mbox, int(box), cmd), file=sys.stderr)
+        logger.warning('%s %s has a box of %d px and the particles %d px (same pixel size); '
+                       'it is used in A about its centre. To match exactly, resample it: %s',
+                       what, path, mbox, int(box), cmd)
     return mbox, mapix
 
 
@@ -196,54 +198,141 @@ def open_stack(path):
     return data
 
 
-class StackWriter:
-    """Append images to an MRC stack in chunks (memory does not grow with N).
+class StackStats:
+    """Streaming min / max / mean / rms of float arrays (float64 sums): the
+    header statistics of a stack written in chunks."""
 
-    Writes to a temporary file in the same folder and renames it on
-    ``close()`` (atomic); the number of images must be given up front.
+    def __init__(self):
+        self.n, self.s, self.s2 = 0, 0.0, 0.0
+        self.lo, self.hi = np.inf, -np.inf
+
+    def add(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if not x.size:
+            return self
+        self.n += x.size
+        self.s += x.sum()
+        self.s2 += np.sum(x * x)
+        self.lo, self.hi = min(self.lo, x.min()), max(self.hi, x.max())
+        return self
+
+    @property
+    def mean(self):
+        return self.s / self.n
+
+    @property
+    def var(self):
+        return max(self.s2 / self.n - self.mean ** 2, 0.0)
+
+    def set_header(self, mrc):
+        """Write dmin, dmax, dmean and rms into an open mrcfile's header."""
+        mrc.header.dmin, mrc.header.dmax = self.lo, self.hi
+        mrc.header.dmean, mrc.header.rms = self.mean, np.sqrt(self.var)
+
+
+class StackWriter:
+    """An MRC stack of ``n`` float32 images ``box`` x ``box``, written in chunks.
+
+    The header (voxel size and origin as in the module docstring) is written
+    first; images go in with plain file I/O (no memory map: resident memory
+    does not grow with ``n``), in order (``write(images)``) or at a given
+    index (``write(images, start=k)``, e.g. to rewrite them); ``read(start,
+    stop)`` reads back what was written.  Everything goes to a temporary file
+    in the same folder: ``close(stats=None)`` sets the header statistics
+    (those of the data, or the ``StackStats`` given) and renames it to
+    ``path`` (``core.fileio.commit``); ``abort()`` (or an exception in a
+    ``with`` block) removes it.  Every image must be written before
+    ``close()``.
     """
 
     def __init__(self, path, n, box, apix):
         import mrcfile
-        self.path, self.n, self.apix = os.fspath(path), int(n), float(apix)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self.tmp = os.path.join(folder, '.tmp-%d-%s' % (os.getpid(), os.path.basename(self.path)))
-        self._m = mrcfile.new_mmap(self.tmp, shape=(self.n, box, box), mrc_mode=2,
-                                   overwrite=True)
-        self._m.set_image_stack()
-        _set_header(self._m, (self.n, box, box), self.apix, True)
-        self.count = 0
+        self.path, self.n, self.box, self.apix = os.fspath(path), int(n), int(box), float(apix)
+        self.tmp = temp_path(self.path)
+        self._fh = None
+        try:
+            with mrcfile.new_mmap(self.tmp, shape=(self.n, self.box, self.box), mrc_mode=2,
+                                  overwrite=True) as m:
+                m.set_image_stack()
+                _set_header(m, (self.n, self.box, self.box), self.apix, True)
+                self._offset = m.header.nbytes + int(m.header.nsymbt)
+                self._dtype = m.data.dtype
+            self._fh = open(self.tmp, 'r+b')
+        except BaseException:
+            discard(self.tmp)
+            raise
+        self._done = np.zeros(self.n, dtype=bool)
+        self._stats, self._rewritten = StackStats(), False
+        self.count = 0  # next index of an in-order write
 
-    def write(self, images):
+    def _seek(self, start):
+        self._fh.seek(self._offset + start * self.box * self.box * self._dtype.itemsize)
+
+    def write(self, images, start=None):
+        """Write ``images`` (D, D) or (k, D, D) at index ``start`` (default: after
+        the previous in-order write)."""
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 2:
             images = images[None]
-        if self.count + len(images) > self.n:
+        if images.shape[1:] != (self.box, self.box):
+            raise ValueError('StackWriter(%s): images of shape %s, the stack holds %d x %d'
+                             % (self.path, images.shape[1:], self.box, self.box))
+        start = self.count if start is None else int(start)
+        stop = start + len(images)
+        if start < 0 or stop > self.n:
             raise ValueError('StackWriter(%s): more images than the %d announced'
                              % (self.path, self.n))
-        self._m.data[self.count:self.count + len(images)] = images
-        self.count += len(images)
+        self._seek(start)
+        self._fh.write(np.ascontiguousarray(images, dtype=self._dtype).tobytes())
+        self._rewritten |= bool(self._done[start:stop].any())
+        self._done[start:stop] = True
+        self._stats.add(images)
+        self.count = max(self.count, stop)
+        return self
 
-    def close(self):
-        if self.count != self.n:
+    def read(self, start, stop):
+        """Images ``start:stop`` as written so far, float32 (k, D, D)."""
+        self._fh.flush()
+        self._seek(start)
+        count = (stop - start) * self.box * self.box
+        data = np.frombuffer(self._fh.read(count * self._dtype.itemsize), dtype=self._dtype)
+        return data.reshape(stop - start, self.box, self.box).astype(np.float32)
+
+    def _data_stats(self, chunk=256):
+        if not self._rewritten:
+            return self._stats
+        stats = StackStats()
+        for s in range(0, self.n, chunk):
+            stats.add(self.read(s, min(self.n, s + chunk)))
+        return stats
+
+    def close(self, stats=None):
+        """Finish the file (header statistics: ``stats`` or the data's) and move
+        it to ``path``; returns ``path``."""
+        import mrcfile
+        written = int(self._done.sum())
+        if written != self.n:
             self.abort()
             raise ValueError('StackWriter(%s): %d images written, %d announced'
-                             % (self.path, self.count, self.n))
+                             % (self.path, written, self.n))
         try:
-            self._m.update_header_stats()
-            self._m.close()
-            os.replace(self.tmp, self.path)
+            stats = stats if stats is not None else self._data_stats()
+            self._fh.close()
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                with mrcfile.mmap(self.tmp, mode='r+') as m:
+                    stats.set_header(m)
         except BaseException:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            self.abort()
             raise
+        commit(self.tmp, self.path)
         return self.path
 
     def abort(self):
-        self._m.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        """Drop the temporary file (nothing is written to ``path``)."""
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+        discard(self.tmp)
 
     def __enter__(self):
         return self

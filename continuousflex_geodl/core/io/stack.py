@@ -13,7 +13,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .mrc import MRC_EXTENSIONS, open_stack
+from ..fileio import check_data_path, check_in_root, data_root
+from .mrc import MRC_EXTENSIONS, StackWriter, open_stack
 
 
 class _XmippStack:
@@ -74,7 +75,6 @@ def resolve_image_path(name, meta_dir, cache=None, root=None, source=None):
     refused with a ValueError (``core.fileio.check_data_path``).
     ``source`` (the metadata file) is named in messages.
     """
-    from ..fileio import check_data_path, check_in_root, data_root
     if cache is not None and name in cache:
         return cache[name]
     src = source or meta_dir
@@ -99,6 +99,44 @@ def resolve_image_path(name, meta_dir, cache=None, root=None, source=None):
     if cache is not None:
         cache[name] = found
     return found
+
+
+def stack_references(meta_path, images, box, apix, stack_path=None, chunk=1024):
+    """Where the images of a particle file (``meta_path``, .star or .xmd) are:
+    (file list, file index, 0-based image index) per image.
+
+    Images already on disk (an ``ImageSource``, or a memory-mapped MRC stack)
+    are referenced where they are; otherwise (or when ``stack_path`` names
+    another file) they are written, in chunks, to the MRC stack
+    ``stack_path`` (default: ``meta_path`` with .mrcs).
+    """
+    n = len(images)
+    if isinstance(images, ImageSource):
+        single = images.single_stack()
+        if stack_path is None or (single and os.path.abspath(stack_path) == single):
+            return images.files, images.file_idx, images.img_idx
+    elif isinstance(images, ArrayImageSource) and images.filename and \
+            images.filename.lower().endswith(('.mrcs', '.mrc', '.st')):
+        fn = os.path.abspath(images.filename)
+        if stack_path is None or os.path.abspath(stack_path) == fn:
+            return [fn], np.zeros(n, np.int64), np.arange(n)
+    stack_path = os.path.abspath(stack_path or os.path.splitext(meta_path)[0] + '.mrcs')
+    with StackWriter(stack_path, n, box, apix) as w:
+        for s in range(0, n, chunk):
+            w.write(images[np.arange(s, min(n, s + chunk))])
+    return [stack_path], np.zeros(n, np.int64), np.arange(n)
+
+
+def image_names(files, file_idx, img_idx, folder):
+    """``000001@stack.mrcs`` names (1-based index), as RELION and Xmipp write
+    them: relative to ``folder`` (the metadata file's) for stacks inside it,
+    absolute otherwise."""
+    names = []
+    for f in files:
+        f = os.path.abspath(f)
+        rel = os.path.relpath(f, folder)
+        names.append(f if rel.startswith('..') or os.path.isabs(rel) else rel)
+    return ['%06d@%s' % (i + 1, names[f]) for f, i in zip(file_idx, img_idx)]
 
 
 def _whole_file_memmap(a):

@@ -24,10 +24,19 @@ Writing (``write_star``): RELION 3.1 (optics table; one optics group per
 distinct voltage / Cs / amplitude contrast / optics metadata) or 3.0.  Optics
 columns read from a 3.1 file go back to the optics table, so a read-write
 round trip keeps the file's content.
+
+This module is the only STAR parser and writer of the package (``starfile``):
+``read_star_table`` (the particle table, optics joined) and
+``write_star_blocks`` (named tables, atomic) serve the Scipion conversion
+(``convert.py``) too.  It returns plain arrays and tables: building a
+``ParticleSet`` is ``core.particles``' job (io never imports it).
 """
 import os
 
 import numpy as np
+
+from ..fileio import atomic_path
+from .stack import ImageSource, image_names, resolve_image_path, stack_references  # noqa: F401
 
 CTF_STAR = ('rlnDefocusU', 'rlnDefocusV', 'rlnDefocusAngle', 'rlnVoltage',
             'rlnSphericalAberration', 'rlnAmplitudeContrast', 'rlnPhaseShift')
@@ -143,8 +152,6 @@ def _pixel_size(parts, path):
 def _image_refs(parts, path, root=None):
     """(files list, file index, 0-based image index) from rlnImageName."""
     import pandas as pd
-
-    from .stack import resolve_image_path
     names = parts['rlnImageName'].astype(str)
     split = names.str.split('@', n=1, expand=True)
     if split.shape[1] < 2 or split[1].isna().any():
@@ -176,18 +183,36 @@ def _all_or_none(parts, cols, path, what):
     return bool(have)
 
 
-def read_star(path, apix=None, root=None):
-    """RELION 3.0 or 3.1+ particle .star -> ``ParticleSet`` (see module docstring).
+def read_star_table(path):
+    """The particle table of a RELION 3.0 / 3.1+ .star as a pandas DataFrame,
+    with the optics-table columns joined onto each particle (3.1+).
 
-    ``apix`` (A/pixel) overrides the pixel size of the file.  ``root``: data
-    root folder that every image file must lie in (default: env
-    ``CFGEODL_DATA_ROOT``, else no restriction on absolute names; see
-    ``core.fileio.check_data_path``).
+    Errors (ValueError) name the file and the problem: unparsable file,
+    repeated columns, no particle table, optics groups not defined.
     """
-    from ..particles import ParticleSet
-    from .stack import ImageSource
     path = os.path.abspath(os.fspath(path))
-    parts = _particle_table(_read_blocks(path), path)
+    return _particle_table(_read_blocks(path), path)
+
+
+def star_pixel_size(parts, path):
+    """The one pixel size (A) of a particle table (``read_star_table``), or
+    None when it has none; ValueError when particles disagree."""
+    return _pixel_size(parts, os.fspath(path))
+
+
+def read_star(path, apix=None, root=None):
+    """RELION 3.0 or 3.1+ particle .star -> the fields of a particle set.
+
+    Returns a dict with ``images`` (lazy ``ImageSource``), ``apix``,
+    ``euler``, ``shifts``, ``ctf``, ``metadata`` and ``source``: the keyword
+    arguments of ``core.particles.ParticleSet`` (see the module docstring;
+    ``core.particles.read_star`` builds the set).  ``apix`` (A/pixel)
+    overrides the pixel size of the file.  ``root``: data root folder that
+    every image file must lie in (default: env ``CFGEODL_DATA_ROOT``, else
+    no restriction on absolute names; see ``core.fileio.check_data_path``).
+    """
+    path = os.path.abspath(os.fspath(path))
+    parts = read_star_table(path)
     if len(parts) == 0:
         raise _err(path, 'the particle table is empty (no particles): select a non-empty '
                    'set of particles')
@@ -231,43 +256,30 @@ def read_star(path, apix=None, root=None):
 
     keep = [c for c in parts.columns if c not in CONSUMED]
     meta = parts[keep].reset_index(drop=True) if keep else None
-    return ParticleSet(images, float(apix), euler, shifts, ctf, meta, source=path)
+    return dict(images=images, apix=float(apix), euler=euler, shifts=shifts, ctf=ctf,
+                metadata=meta, source=path)
 
 
 # ---------------------------------------------------------------- writing
 
-def _stack_for_star(path, pset, stack_path, chunk):
-    """Image references (file list, file index, image index) for ``pset``,
-    writing an MRC stack when the images are not already files on disk."""
-    from .mrc import StackWriter
-    from .stack import ArrayImageSource, ImageSource
-    n, imgs = len(pset), pset.images
-    if isinstance(imgs, ImageSource):
-        single = imgs.single_stack()
-        if stack_path is None or (single and os.path.abspath(stack_path) == single):
-            return imgs.files, imgs.file_idx, imgs.img_idx
-    elif isinstance(imgs, ArrayImageSource) and imgs.filename and \
-            imgs.filename.lower().endswith(('.mrcs', '.mrc', '.st')):
-        fn = os.path.abspath(imgs.filename)
-        if stack_path is None or os.path.abspath(stack_path) == fn:
-            return [fn], np.zeros(n, np.int64), np.arange(n)
-    stack_path = os.path.abspath(stack_path or os.path.splitext(path)[0] + '.mrcs')
-    with StackWriter(stack_path, n, pset.box, pset.apix) as w:
-        for s in range(0, n, chunk):
-            w.write(imgs[np.arange(s, min(n, s + chunk))])
-    return [stack_path], np.zeros(n, np.int64), np.arange(n)
+def write_star_blocks(path, blocks):
+    """Write named tables ``{'optics': DataFrame, 'particles': DataFrame}``
+    (or one DataFrame) as a STAR file, atomically; returns ``path``.
 
-
-def _name_in_star(f, folder):
-    """Relative to the .star folder when inside it, absolute otherwise."""
-    rel = os.path.relpath(f, folder)
-    return f if rel.startswith('..') or os.path.isabs(rel) else rel
-
-
-def image_names(files, file_idx, img_idx, folder):
-    """RELION image names ``000001@stack.mrcs`` (1-based)."""
-    names = np.array([_name_in_star(os.path.abspath(f), folder) for f in files], dtype=object)
-    return ['%06d@%s' % (i + 1, names[f]) for f, i in zip(file_idx, img_idx)]
+    Floats are written with 6 decimals (``starfile``).
+    """
+    import pandas as pd
+    import starfile
+    path = os.fspath(path)
+    if isinstance(blocks, dict):
+        blocks = {k: pd.DataFrame(v) for k, v in blocks.items()}
+    with atomic_path(path) as tmp:
+        try:
+            starfile.write(blocks, tmp, overwrite=True)
+        except Exception as exc:
+            raise ValueError('Cannot write the STAR file %s (%s: %s)'
+                             % (path, type(exc).__name__, exc)) from None
+    return path
 
 
 def write_star(path, pset, stack_path=None, version='3.1', chunk=1024):
@@ -280,16 +292,14 @@ def write_star(path, pset, stack_path=None, version='3.1', chunk=1024):
     written relative to it, others absolute.  Atomic.  Returns ``path``.
     """
     import pandas as pd
-    import starfile
-
-    from ..fileio import atomic_path
     version = str(version)
     if version not in ('3.0', '3.1'):
         raise ValueError("write_star: version must be '3.0' or '3.1' (got %r)" % version)
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     n = len(pset)
-    files, fidx, iidx = _stack_for_star(path, pset, stack_path, chunk)
+    files, fidx, iidx = stack_references(path, pset.images, pset.box, pset.apix, stack_path,
+                                         chunk)
     cols = {'rlnImageName': image_names(files, fidx, iidx, folder)}
     if pset.euler is not None:
         e = np.asarray(pset.euler, dtype=float)
@@ -317,13 +327,7 @@ def write_star(path, pset, stack_path=None, version='3.1', chunk=1024):
         data = df
     else:
         data = _split_optics(df, pset.apix, pset.box)
-    with atomic_path(path) as tmp:
-        try:
-            starfile.write(data, tmp, overwrite=True)
-        except Exception as exc:
-            raise ValueError('Cannot write the STAR file %s (%s: %s)'
-                             % (path, type(exc).__name__, exc)) from None
-    return path
+    return write_star_blocks(path, data)
 
 
 def _split_optics(df, apix, box):

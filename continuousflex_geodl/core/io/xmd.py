@@ -22,11 +22,15 @@ Labels interpreted:
   mirrored particles (``flip`` = 1) are refused.
 
 Every other label is kept in ``metadata`` under its Xmipp name and written
-back by ``write_xmd``.
+back by ``write_xmd``.  Like ``core.io.star``, reading returns the fields of
+a particle set; ``core.particles`` builds the ``ParticleSet``.
 """
 import os
 
 import numpy as np
+
+from ..fileio import atomic_path
+from .stack import ImageSource, image_names, resolve_image_path, stack_references
 
 _CTF = ('MDL_CTF_DEFOCUSU', 'MDL_CTF_DEFOCUSV', 'MDL_CTF_DEFOCUS_ANGLE', 'MDL_CTF_VOLTAGE',
         'MDL_CTF_CS', 'MDL_CTF_Q0', 'MDL_CTF_PHASE_SHIFT')
@@ -103,7 +107,9 @@ def _probe(path, timeout=300):
 
 
 def read_xmd(path, apix=None, root=None):
-    """Xmipp particle metadata (.xmd) -> ``ParticleSet`` (see module docstring).
+    """Xmipp particle metadata (.xmd) -> the fields of a particle set (see the
+    module docstring): a dict of the keyword arguments of
+    ``core.particles.ParticleSet``.
 
     ``root``: data root that every image file must lie in (see
     ``core.fileio.check_data_path``).  Values Xmipp cannot parse (which it
@@ -147,9 +153,6 @@ def _parse_warnings(err, path):
 
 def _read_xmd(x, path, apix, root, err):
     import pandas as pd
-
-    from ..particles import ParticleSet
-    from .stack import ImageSource, resolve_image_path
     try:
         md = x.MetaData(path)
     except Exception as exc:
@@ -249,7 +252,8 @@ def _read_xmd(x, path, apix, root, err):
             meta[x.label2Str(label)] = md.getColumnValues(label)
     meta = pd.DataFrame(meta) if meta else None
     _parse_warnings(err, path)
-    return ParticleSet(images, float(apix), euler, shifts, ctf, meta, source=path)
+    return dict(images=images, apix=float(apix), euler=euler, shifts=shifts, ctf=ctf,
+                metadata=meta, source=path)
 
 
 def write_xmd(path, pset, stack_path=None, chunk=1024):
@@ -260,13 +264,11 @@ def write_xmd(path, pset, stack_path=None, chunk=1024):
     with .mrcs).  Metadata columns named like Xmipp labels and ``nma_k``
     columns are written back.  Atomic.  Returns ``path``.
     """
-    from ..fileio import atomic_path
-    from .star import _name_in_star, _stack_for_star
     x = _xmipp()
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
-    files, fidx, iidx = _stack_for_star(path, pset, stack_path, chunk)
-    fnames = [_name_in_star(os.path.abspath(f), folder) for f in files]
+    files, fidx, iidx = stack_references(path, pset.images, pset.box, pset.apix, stack_path,
+                                         chunk)
     n = len(pset)
     md = x.MetaData()
     for _ in range(n):
@@ -275,7 +277,7 @@ def write_xmd(path, pset, stack_path=None, chunk=1024):
     def put(label, values):
         md.setColumnValues(label, [v.item() if hasattr(v, 'item') else v for v in values])
 
-    put(x.MDL_IMAGE, ['%06d@%s' % (i + 1, fnames[f]) for f, i in zip(fidx, iidx)])
+    put(x.MDL_IMAGE, image_names(files, fidx, iidx, folder))
     put(x.MDL_SAMPLINGRATE, [float(pset.apix)] * n)
     if pset.euler is not None:
         e = np.asarray(pset.euler, dtype=float)

@@ -121,13 +121,16 @@ class Basins:
 
 
 def persistence_basins(log_density, edges, barrier=1.0, n_basins=None, min_population=0.0,
-                       weights=None):
+                       weights=None, significant=None):
     """Basins of the density on a graph (see module docstring).
 
     ``log_density`` (n,) natural log of p at the nodes; ``edges`` (E, 2)
     undirected graph; ``barrier`` in kT; ``n_basins`` (optional) exact number
     wanted (merging the lowest barriers first); ``min_population`` fraction
     of the total node weight; ``weights`` optional node weights (bootstrap).
+    ``significant`` optional test ``(peak_nodes, saddle_nodes, barriers) ->
+    bool array``, called on the merge events whose barrier is at least
+    ``barrier``: an event it rejects is merged too (``map_basins``).
     """
     f = np.asarray(log_density, dtype=np.float64)
     n = len(f)
@@ -171,6 +174,13 @@ def persistence_basins(log_density, edges, barrier=1.0, n_basins=None, min_popul
         cross = ra != rb
         e, ra, rb = edges[cross], ra[cross], rb[cross]
         sad_rank = np.maximum(rank[e[:, 0]], rank[e[:, 1]])
+        # only the highest saddle between each pair of raw basins can join them
+        key = np.minimum(ra, rb) * n_raw + np.maximum(ra, rb)
+        o = np.lexsort((sad_rank, key))
+        first = np.ones(len(o), bool)
+        first[1:] = key[o][1:] != key[o][:-1]
+        o = o[first]
+        e, ra, rb, sad_rank = e[o], ra[o], rb[o], sad_rank[o]
         srt = np.argsort(sad_rank, kind='stable')
         uf = _UnionFind(n_raw)
         top = list(range(n_raw))  # set root -> its raw basin with the highest peak
@@ -181,22 +191,29 @@ def persistence_basins(log_density, edges, barrier=1.0, n_basins=None, min_popul
             px, py = top[x], top[y]
             saddle = f[order[sad_rank[t]]]
             young, old = (px, py) if peak_f[px] < peak_f[py] else (py, px)
-            events.append((peak_f[young] - saddle, int(ra[t]), int(rb[t]), saddle))
+            events.append((peak_f[young] - saddle, int(ra[t]), int(rb[t]), saddle,
+                           int(raw_ids[young]), int(order[sad_rank[t]])))
             if old == px:
                 uf.parent[y] = x
             else:
                 uf.parent[x] = y
     # 3. cut the tree
+    keep = np.array([ev[0] >= barrier for ev in events], bool)
+    if significant is not None and keep.any():
+        ev = [events[i] for i in np.nonzero(keep)[0]]
+        keep[np.nonzero(keep)[0]] = np.asarray(significant(
+            np.array([e[4] for e in ev]), np.array([e[5] for e in ev]),
+            np.array([e[0] for e in ev])), bool)
     uf = _UnionFind(n_raw)
     count = n_raw
-    for pers, x, y, _ in events:
-        if pers < barrier and uf.union(x, y):
+    for (pers, x, y, *_), k in zip(events, keep):
+        if not k and uf.union(x, y):
             count -= 1
     if n_basins is not None:
         n_basins = int(n_basins)
         if n_basins < 1:
             raise ValueError('The number of states must be at least 1.')
-        for pers, x, y, _ in sorted(events):
+        for pers, x, y, *_ in sorted(events):
             if count <= n_basins:
                 break
             if uf.union(x, y):
@@ -213,7 +230,8 @@ def persistence_basins(log_density, edges, barrier=1.0, n_basins=None, min_popul
                 break
             s = small[np.argmin(pops[small])]
             # its highest-saddle (lowest-persistence) link to another set
-            links = [(sad, x, y) for _, x, y, sad in events if (sets[x] == s) != (sets[y] == s)]
+            links = [(sad, x, y) for _, x, y, sad, *_ in events
+                     if (sets[x] == s) != (sets[y] == s)]
             if not links:
                 break
             _, x, y = max(links)
@@ -233,9 +251,199 @@ def persistence_basins(log_density, edges, barrier=1.0, n_basins=None, min_popul
     # barrier of each final basin: lowest persistence among tree links leaving it
     bar = np.full(nb, np.inf)
     final_of_raw = remap[set_of_raw]
-    for _, x, y, sad in events:
+    for _, x, y, sad, *_ in events:
         sx, sy = final_of_raw[x], final_of_raw[y]
         if sx != sy:
             for s_ in (sx, sy):
                 bar[s_] = min(bar[s_], f[peaks[s_]] - sad)
     return Basins(lab, peaks, bar, pops)
+
+
+# ------------------------------------------------------ basins of the map
+
+def grid_edges(shape):
+    """Edges (E, 2) between neighbouring cells of a 1D or 2D grid (flat C-order
+    indices; 2D: the 8 neighbours, so diagonal saddles are not missed)."""
+    shape = tuple(int(s) for s in shape)
+    idx = np.arange(int(np.prod(shape))).reshape(shape)
+    if len(shape) == 1:
+        return np.stack([idx[:-1], idx[1:]], 1)
+    pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :]),
+             (idx[:-1, :-1], idx[1:, 1:]), (idx[:-1, 1:], idx[1:, :-1])]
+    return np.concatenate([np.stack([a.ravel(), b.ravel()], 1) for a, b in pairs])
+
+
+def barrier_std(y, h, peak_points, saddle_points, weights=None, chunk=1 << 16):
+    """Sampling s.d. (kT) of ln p(peak) - ln p(saddle) of a Gaussian KDE of
+    width ``h`` (D,) over the particles ``y`` (N, D), for (E, D) point pairs.
+
+    Delta method for the Poisson bootstrap (each particle's weight ~
+    Poisson(w_i)): with K_i(x) the kernel of particle i at x and
+    S(x) = sum_i w_i K_i(x), var = sum_i w_i (K_i(a)/S(a) - K_i(b)/S(b))^2.
+    The normalisation of p cancels in the difference.
+    """
+    y = np.asarray(y, np.float64)
+    h = np.asarray(h, np.float64)
+    a = np.asarray(peak_points, np.float64).reshape(-1, y.shape[1]) / h
+    b = np.asarray(saddle_points, np.float64).reshape(-1, y.shape[1]) / h
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+
+    def kern(u, x):
+        return np.exp(-0.5 * ((u[:, None, :] - x[None]) ** 2).sum(-1))
+
+    sa, sb = np.zeros(len(a)), np.zeros(len(b))
+    for s in range(0, len(y), chunk):
+        u = y[s:s + chunk] / h
+        sa += w[s:s + chunk] @ kern(u, a)
+        sb += w[s:s + chunk] @ kern(u, b)
+    var = np.zeros(len(a))
+    with np.errstate(divide='ignore', invalid='ignore'):
+        for s in range(0, len(y), chunk):
+            u = y[s:s + chunk] / h
+            d = kern(u, a) / sa - kern(u, b) / sb
+            var += w[s:s + chunk] @ (d * d)
+    return np.sqrt(np.where(np.isfinite(var), var, np.inf))
+
+
+@dataclass
+class MapBasins:
+    """Result of ``map_basins``.  Cells are flat indices of the map grid
+    (``[iy, ix]`` C order in 2D, as ``FreeEnergyMap.dG``).
+
+    ``cell_labels`` (n_cells,) basin of each cell (-1: no particle within
+    reach of the kernel); ``labels`` (N,) basin of each particle;
+    ``peaks`` (B,) cell of the deepest point of each basin; ``barriers``
+    (B,) kT to the lowest saddle towards another basin (inf when alone);
+    ``barrier_z`` (B,) that barrier over its sampling s.d.;
+    ``populations`` (B,) fraction of the (weighted) particles.
+    """
+    cell_labels: np.ndarray
+    labels: np.ndarray
+    peaks: np.ndarray
+    barriers: np.ndarray
+    barrier_z: np.ndarray
+    populations: np.ndarray
+    density: np.ndarray
+
+
+def cell_index(y, lo, width, bins):
+    """Flat index of the grid cell holding each point (clipped to the grid)."""
+    y = np.asarray(y, np.float64)
+    d = y.shape[1]
+    i = [np.clip(np.floor((y[:, a] - lo[a]) / width[a]).astype(np.int64), 0, bins[a] - 1)
+         for a in range(d)]
+    return i[0] if d == 1 else i[1] * int(bins[0]) + i[0]
+
+
+def cell_centres(lo, width, bins):
+    """(n_cells, D) centres in the flat order of ``cell_index``."""
+    c = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(len(bins))]
+    if len(bins) == 1:
+        return c[0][:, None]
+    gx, gy = np.meshgrid(c[0], c[1])  # [iy, ix]
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.0,
+               min_population=0.01, density=None, cache=None):
+    """Free-energy basins of the map (binned KDE of the embedding ``y``).
+
+    The density is ``density.binned_density`` (the map the user sees, same
+    width ``h`` and grid); basins are found by persistence on the grid's
+    cells (``persistence_basins``, 8-neighbour graph in 2D), and a basin is
+    kept only when its barrier to its neighbour is both at least ``barrier``
+    kT and ``significance`` times its sampling s.d. (``barrier_std``); the
+    others are merged.  Basins holding less than ``min_population`` of the
+    particles are merged.  Each particle belongs to the basin of its cell
+    (its basin of attraction on the map).  ``weights`` (N,) optional particle
+    weights (bootstrap replicates); ``density`` the grid density if already
+    computed with the same weights; ``cache`` an optional dict kept between
+    calls on the same particles and grid (bootstrap replicates).
+    """
+    from .density import binned_density
+    y = np.asarray(y, np.float64)
+    if density is None:
+        density = binned_density(y, h, lo, width, bins, weights)
+    dens = np.asarray(density, np.float64).ravel()
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+    active = dens > dens.max() * np.exp(-20.0)  # dG < 20 kT
+    act_idx = np.nonzero(active)[0]
+    node_of = np.full(len(dens), -1)
+    node_of[act_idx] = np.arange(len(act_idx))
+    cache = {} if cache is None else cache
+    if 'edges' not in cache:
+        cache['edges'] = grid_edges(tuple(int(b) for b in bins)[::-1])  # [iy, ix]
+        cache['cell'] = cell_index(y, lo, width, bins)
+        cache['centres'] = cell_centres(lo, width, bins)
+    e, centres = cache['edges'], cache['centres']
+    e = node_of[e[(active[e[:, 0]]) & (active[e[:, 1]])]]
+    cell = cache['cell'].copy()
+    if not active[cell].all():  # particles outside the kernel's reach: nearest live cell
+        from scipy.spatial import cKDTree
+        bad = ~active[cell]
+        cell[bad] = act_idx[cKDTree(centres[act_idx] / width).query(
+            centres[cell[bad]] / width)[1]]
+    node_w = np.bincount(node_of[cell], w, minlength=len(act_idx))
+    f = np.log(dens[act_idx])
+
+    def significant(peaks, saddles, bars):
+        sd = barrier_std(y, h, centres[act_idx[peaks]], centres[act_idx[saddles]], w)
+        return bars >= significance * sd
+
+    bas = persistence_basins(f, e, barrier=barrier, min_population=min_population,
+                             weights=node_w, significant=significant)
+    bas = _absorb_islands(bas, node_w, centres[act_idx] / width, min_population)
+    cell_labels = np.full(len(dens), -1)
+    cell_labels[act_idx] = bas.labels
+    peaks = act_idx[bas.peaks]
+    bars, z = _final_barriers(y, h, w, f, e, bas, centres[act_idx])
+    labels = cell_labels[cell]
+    pops = np.bincount(labels, w, minlength=len(peaks)) / w.sum()
+    return MapBasins(cell_labels, labels, peaks, bars, z, pops, density)
+
+
+def _absorb_islands(bas, node_w, pts, min_population):
+    """Basins below ``min_population`` that persistence could not merge
+    because no cell links them to the rest (outliers farther than the
+    kernel's reach) join the basin of the nearest cell of a larger basin."""
+    pops = np.bincount(bas.labels, node_w, minlength=len(bas.peaks)) / max(node_w.sum(),
+                                                                           1e-300)
+    small = pops < min_population
+    if not small.any() or small.all():
+        return bas
+    from scipy.spatial import cKDTree
+    keep = np.nonzero(~small)[0]
+    new = np.full(len(pops), -1)
+    new[keep] = np.arange(len(keep))
+    lab = new[bas.labels]
+    big = np.nonzero(lab >= 0)[0]
+    lost = np.nonzero(lab < 0)[0]
+    lab[lost] = lab[big[cKDTree(pts[big]).query(pts[lost])[1]]]
+    return Basins(lab, bas.peaks[keep], bas.barriers[keep],
+                  np.bincount(lab, node_w, minlength=len(keep)) / max(node_w.sum(), 1e-300))
+
+
+def _final_barriers(y, h, w, f, e, bas, centres):
+    """Barrier (kT) of each final basin to its lowest pass -- the highest edge
+    leaving it -- and that barrier over its sampling s.d. (inf, inf when no
+    edge leaves it)."""
+    lab = bas.labels
+    nb = len(bas.peaks)
+    bars, z = np.full(nb, np.inf), np.full(nb, np.inf)
+    ec = e[lab[e[:, 0]] != lab[e[:, 1]]]
+    if not len(ec):
+        return bars, z
+    sad_val = np.minimum(f[ec[:, 0]], f[ec[:, 1]])
+    sad_node = np.where(f[ec[:, 0]] <= f[ec[:, 1]], ec[:, 0], ec[:, 1])
+    pk, sd_nodes = [], []
+    for s in range(nb):
+        mine = (lab[ec[:, 0]] == s) | (lab[ec[:, 1]] == s)
+        if mine.any():
+            j = np.argmax(np.where(mine, sad_val, -np.inf))
+            bars[s] = f[bas.peaks[s]] - sad_val[j]
+            pk.append(s)
+            sd_nodes.append(sad_node[j])
+    if pk:
+        sd = barrier_std(y, h, centres[bas.peaks[pk]], centres[np.array(sd_nodes)], w)
+        z[pk] = bars[pk] / sd
+    return bars, z

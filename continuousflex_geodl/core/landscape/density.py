@@ -21,7 +21,10 @@ maximum.
 
 * ``free_energy_map(y, ...)`` -- 1D/2D embeddings: linear binning of *all*
   particles on a grid, Gaussian smoothing (a binned KDE: O(N) and memory-light
-  for 10^6 particles), bootstrap error.  ``FreeEnergyMap.at(points)`` gives
+  for 10^6 particles) of cross-validated width (``map_bandwidth``), bootstrap
+  error.  ``binned_density`` is the same density for given (bootstrap)
+  weights; the default states are the basins of this map
+  (``basins.map_basins``, ``states.fit_states``).  ``FreeEnergyMap.at(points)`` gives
   each particle's dG by interpolation.
 * ``LatentKDE`` / ``latent_free_energy(z, points)`` -- directly in latent
   space (any dimension): whitened Gaussian KDE fitted on a subsample
@@ -33,9 +36,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..settings import LandscapeSettings
+
 KB_KCAL_PER_MOL_K = 0.0019872043  # Boltzmann constant, kcal/(mol K)
 KB_KJ_PER_MOL_K = 0.0083144626    # kJ/(mol K)
-DEFAULT_TEMPERATURE = 298.15      # K
+DEFAULT_TEMPERATURE = LandscapeSettings.temperature  # K
 
 
 def energy_scale(units='kT', temperature=DEFAULT_TEMPERATURE):
@@ -194,11 +199,65 @@ def _linear_bin_indices(y, lo, width, shape):
     return idx, wts
 
 
-def free_energy_map(y, bins=None, bandwidth='scott', extent=None, n_boot=50, seed=0,
+def map_bandwidth(y, rule='cv', weights=None, seed=0):
+    """Kernel width per axis (D,) of the map of a 1D/2D embedding ``y``.
+
+    ``rule``: 'cv' (default) -- likelihood cross-validation of a KDE on the
+    axes scaled to unit variance (``LatentKDE``: the factor maximising the
+    leave-one-out likelihood of up to 1,000 particles, between 0.05 and 1.5x
+    Scott's), times each axis' standard deviation; 'scott' / 'silverman';
+    a number (all axes) or a sequence (one per axis), in embedding units.
+    Why 'cv' by default: Scott's rule is optimal for one Gaussian and
+    over-smooths several basins, so a minor state between two major ones
+    is filled in (the map then shows fewer basins than the data hold);
+    the cross-validated width follows the data, and the noise it lets
+    through is what the states' significance test (``basins.map_basins``)
+    is for.  The states use the same width, so the map and the state list
+    agree.
+    """
+    y = _check_points(y)
+    n, d = y.shape
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    neff = n if w is None else w.sum() ** 2 / (w ** 2).sum()
+    sd = y.std(0) if n < 200000 else y[np.random.default_rng(seed).choice(
+        n, 200000, replace=False)].std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    if isinstance(rule, str):
+        if rule == 'cv':
+            kde = LatentKDE(y / sd, bandwidth='cv', max_fit=5000, seed=seed, weights=w)
+            return kde.h * sd
+        return sd * bandwidth_factor(neff, d, rule)
+    h = np.broadcast_to(np.asarray(rule, dtype=np.float64), (d,)).copy()
+    if np.any(h <= 0):
+        raise ValueError('The KDE bandwidth must be positive; got %s' % (rule,))
+    return h
+
+
+def map_grid(y, h, bins=None, extent=None):
+    """(lo (D,), width (D,), bins [D]) of the map grid (see free_energy_map)."""
+    n, d = y.shape
+    if extent is None:
+        q = np.percentile(y if n <= 200000 else y[::max(1, n // 200000)],
+                          [0.05, 99.95], axis=0)
+        extent = [(q[0, a] - 3 * h[a], q[1, a] + 3 * h[a]) for a in range(d)]
+    extent = [tuple(map(float, e)) for e in extent]
+    if len(extent) != d or any(hi <= lo for lo, hi in extent):
+        raise ValueError('extent must give (low, high) with low < high for each of the %d '
+                         'axes; got %s' % (d, extent))
+    lo = np.array([e[0] for e in extent])
+    span = np.array([e[1] - e[0] for e in extent])
+    if bins is None:
+        bins = [int(np.clip(np.ceil(span[a] / (h[a] / 3.0)), 64, 400)) for a in range(d)]
+    bins = [int(b) for b in np.broadcast_to(np.asarray(bins, dtype=int), (d,))]
+    return lo, span / np.array(bins), bins
+
+
+def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0,
                     weights=None, chunk=1 << 20):
     """Binned Gaussian KDE and dG (kT) of a 1D or 2D embedding of all particles.
 
-    ``y`` (N, D) with D = 1 or 2.  ``bandwidth``: 'scott', 'silverman', a
+    ``y`` (N, D) with D = 1 or 2.  ``bandwidth``: 'cv' (default; see
+    ``map_bandwidth``), 'scott', 'silverman', a
     number (kernel width in embedding units, all axes) or a sequence (one per
     axis).  ``bins``: cells per axis (default: about 3 per kernel width,
     64-400).  ``extent``: ((lo, hi), ...) per axis; default the 0.05-99.95
@@ -217,30 +276,8 @@ def free_energy_map(y, bins=None, bandwidth='scott', extent=None, n_boot=50, see
     if w_in is not None and w_in.shape != (n,):
         raise ValueError('weights must have one value per particle (%d); got %s'
                          % (n, w_in.shape))
-    neff = n if w_in is None else w_in.sum() ** 2 / (w_in ** 2).sum()
-    sd = y.std(0) if n < 200000 else y[np.random.default_rng(seed).choice(
-        n, 200000, replace=False)].std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    if isinstance(bandwidth, str):
-        h = sd * bandwidth_factor(neff, d, bandwidth)
-    else:
-        h = np.broadcast_to(np.asarray(bandwidth, dtype=np.float64), (d,)).copy()
-        if np.any(h <= 0):
-            raise ValueError('The KDE bandwidth must be positive; got %s' % (bandwidth,))
-    if extent is None:
-        q = np.percentile(y if n <= 200000 else y[::max(1, n // 200000)],
-                          [0.05, 99.95], axis=0)
-        extent = [(q[0, a] - 3 * h[a], q[1, a] + 3 * h[a]) for a in range(d)]
-    extent = [tuple(map(float, e)) for e in extent]
-    if len(extent) != d or any(hi <= lo for lo, hi in extent):
-        raise ValueError('extent must give (low, high) with low < high for each of the %d '
-                         'axes; got %s' % (d, extent))
-    lo = np.array([e[0] for e in extent])
-    span = np.array([e[1] - e[0] for e in extent])
-    if bins is None:
-        bins = [int(np.clip(np.ceil(span[a] / (h[a] / 3.0)), 64, 400)) for a in range(d)]
-    bins = list(np.broadcast_to(np.asarray(bins, dtype=int), (d,)))
-    width = span / np.array(bins)
+    h = map_bandwidth(y, bandwidth, w_in, seed)
+    lo, width, bins = map_grid(y, h, bins, extent)
     shape_xy = tuple(bins)  # axis order (x, y)
     ncell = int(np.prod(shape_xy))
     sigma_cells = h / width
@@ -274,6 +311,30 @@ def free_energy_map(y, bins=None, bandwidth='scott', extent=None, n_boot=50, see
         dG_std[ok] = reps[:, ok].std(0, ddof=1) if n_boot > 1 else 0.0
     centres = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(d)]
     return FreeEnergyMap(centres, dG, dG_std, dens, h, n, int(n_boot))
+
+
+def binned_density(y, h, lo, width, bins, weights=None, chunk=1 << 20):
+    """The map's density (per unit area; [iy, ix] in 2D) of particles ``y``
+    (N, D) with optional ``weights`` on the grid (lo, width, bins): the same
+    linear binning and Gaussian smoothing as ``free_energy_map``, so
+    ``binned_density(y, fe.bandwidth, ...)`` equals ``fe.density``."""
+    from scipy.ndimage import gaussian_filter
+    y = np.asarray(y)
+    d = y.shape[1]
+    shape_xy = tuple(int(b) for b in bins)
+    ncell = int(np.prod(shape_xy))
+    counts = np.zeros(ncell)
+    for s in range(0, len(y), chunk):
+        idx, wts = _linear_bin_indices(np.asarray(y[s:s + chunk], np.float64), lo, width,
+                                       shape_xy)
+        if weights is not None:
+            wts = wts * np.asarray(weights[s:s + chunk], np.float64)[:, None]
+        counts += np.bincount(idx.ravel(), wts.ravel(), minlength=ncell)
+    total = counts.sum() if weights is None else float(np.sum(weights))
+    grid = gaussian_filter(counts.reshape(shape_xy), sigma=np.asarray(h) / np.asarray(width),
+                           mode='constant', truncate=4.0)
+    grid = np.clip(grid, 0.0, None) / (max(total, 1e-300) * float(np.prod(width)))
+    return grid.T if d == 2 else grid
 
 
 # ------------------------------------------------------------- latent space

@@ -13,22 +13,13 @@
   (held out, so q's overfitting does not bias the estimate).  The reverse
   KL(p || q) uses samples drawn from the prior.
 * ``latent_agreement(z1, z2)`` -- two latent spaces of the same particles
-  (e.g. ours vs HEMNMA amplitudes or cryoDRGN z): canonical correlations
-  (invariant to any invertible linear map of either space) and the mean
-  fraction of shared k nearest neighbours (invariant to rotation and scale;
-  ~k/N for unrelated spaces).
+  (e.g. ours vs HEMNMA amplitudes or cryoDRGN z); defined with the other
+  comparisons of two spaces in ``compare`` and re-exported here.
 """
 import numpy as np
 
-
-def _check(z, name='latents'):
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or len(z) < 3 or not np.isfinite(z).all():
-        raise ValueError('The %s must be a finite (N, K) array with N >= 3; got shape %s.'
-                         % (name, z.shape))
-    return z
+from .compare import canonical_correlations, knn_overlap, latent_agreement  # noqa: F401
+from .compare import check_latents as _check
 
 
 def isometry_correlation(z, decode_fn, n_anchors=200, k=5, seed=0, batch=256):
@@ -89,50 +80,3 @@ def prior_kl(z, prior, q='gmm', n_mc=20000, seed=0, reverse=True, max_states=10)
         s = prior.sample(int(n_mc), rng)
         out['kl_p_q'] = float(np.mean(prior.log_density(s) - logq(s)))
     return out
-
-
-def canonical_correlations(z1, z2, reg=1e-9):
-    """Canonical correlations (descending, min(K1, K2) values) between two
-    representations of the same particles."""
-    a, b = _check(z1, 'first latents'), _check(z2, 'second latents')
-    if len(a) != len(b):
-        raise ValueError('The two latent arrays describe %d and %d particles: they must be '
-                         'the same particles in the same order.' % (len(a), len(b)))
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-
-    def inv_sqrt(m):
-        w, v = np.linalg.eigh(m)
-        w = np.maximum(w, reg * max(w.max(), 1e-300))
-        return (v / np.sqrt(w)) @ v.T
-
-    n = len(a) - 1
-    caa, cbb, cab = a.T @ a / n, b.T @ b / n, a.T @ b / n
-    s = np.linalg.svd(inv_sqrt(caa) @ cab @ inv_sqrt(cbb), compute_uv=False)
-    return np.clip(s, 0.0, 1.0)
-
-
-def knn_overlap(z1, z2, k=10, n_query=5000, seed=0):
-    """Mean fraction of each particle's k nearest neighbours shared by the two
-    spaces (1 = same neighbourhoods; about k/N if unrelated)."""
-    from scipy.spatial import cKDTree
-    a, b = _check(z1, 'first latents'), _check(z2, 'second latents')
-    if len(a) != len(b):
-        raise ValueError('The two latent arrays describe %d and %d particles: they must be '
-                         'the same particles in the same order.' % (len(a), len(b)))
-    k = int(min(k, len(a) - 1))
-    rng = np.random.default_rng(seed)
-    q = rng.choice(len(a), min(int(n_query), len(a)), replace=False)
-    _, na = cKDTree(a, compact_nodes=False).query(a[q], k=k + 1)
-    _, nb = cKDTree(b, compact_nodes=False).query(b[q], k=k + 1)
-    shared = [len((set(x) - {i}) & (set(y) - {i})) for i, x, y in zip(q, na, nb)]
-    return float(np.mean(shared) / k)
-
-
-def latent_agreement(z1, z2, k=10, n_query=5000, seed=0):
-    """dict(canonical_correlations, mean_canonical_correlation, knn_overlap,
-    knn_overlap_chance)."""
-    cc = canonical_correlations(z1, z2)
-    ov = knn_overlap(z1, z2, k, n_query, seed)
-    return dict(canonical_correlations=cc.tolist(), mean_canonical_correlation=float(cc.mean()),
-                knn_overlap=ov, knn_overlap_chance=float(k / (len(np.asarray(z1)) - 1)), k=int(k))

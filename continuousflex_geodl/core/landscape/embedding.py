@@ -20,7 +20,9 @@ import os
 
 import numpy as np
 
-METHODS = ('pca', 'umap', 'tsne')
+from ..settings import EmbeddingMethod
+
+METHODS = tuple(EmbeddingMethod.values())
 
 
 class Embedding:

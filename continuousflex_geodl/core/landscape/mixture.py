@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..artifacts import ModelDir
+
 LOG2PI = np.log(2.0 * np.pi)
 
 
@@ -188,24 +190,14 @@ def load_prior(source):
     if not os.path.isdir(source):
         raise FileNotFoundError("Prior not found: '%s' is neither a model directory nor a "
                                 ".npz mixture file." % source)
-    wpath = os.path.join(source, 'weights.pt')
-    if not os.path.exists(wpath):
-        cpath = os.path.join(source, 'checkpoints', 'last.pt')
-        if not os.path.exists(cpath):
-            raise FileNotFoundError("The model directory '%s' has no weights.pt: train the "
-                                    "model first." % source)
-        wpath = cpath
-    import torch
-    state = torch.load(wpath, map_location='cpu', weights_only=True)
-    if 'model' in state and isinstance(state['model'], dict):
-        state = state['model']
-    keys = ('prior.means', 'prior.log_scales', 'prior.logits')
-    if not all(k in state for k in keys):
+    prior = ModelDir(source).read_prior_state()
+    if prior is None:
         raise ValueError("The model in '%s' has no Gaussian-mixture prior (it was trained "
                          "with the Gaussian/VAE prior): analyse its latents without "
                          "--prior." % source)
-    means = state['prior.means'].double().numpy()
-    scales = state['prior.log_scales'].double().exp().numpy()
-    logits = state['prior.logits'].double()
-    weights = torch.softmax(logits, 0).numpy()
+    means = prior['means'].double().numpy()
+    scales = prior['log_scales'].double().exp().numpy()
+    logits = prior['logits'].double().numpy()
+    weights = np.exp(logits - logits.max())
+    weights /= weights.sum()
     return Mixture.from_diagonal(means, scales, weights)

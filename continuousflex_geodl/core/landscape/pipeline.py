@@ -2,62 +2,30 @@
 
 These are what ``continuousflex-geodl landscape ...`` runs (and what the
 Scipion protocols run through it); the file names and contents are listed in
-the docstring of ``core/commands/landscape.py``.  Each takes latents
-(N, K) as an array (memory-mapped .npy is fine) and an output folder.
+the docstring of ``core/commands/landscape.py`` and every file is read and
+written through ``core.artifacts`` (``LandscapeDir``, ``PathDir``, ...).
+Each takes latents (N, K) as an array (memory-mapped .npy is fine) and an
+output folder.  Progress goes to this module's logger (``log`` overrides it).
 """
-import json
+import logging
 import os
 import time
 
 import numpy as np
 
-from .density import DEFAULT_TEMPERATURE, energy_scale, free_energy_map, load_free_energy
-from .embedding import fit_embedding, fit_pca, load_embedding
+from ..artifacts import ApplyDir, LandscapeDir, PathDir, SubsetDir
+from ..io.latents import load_latents as read_latents
+from ..settings import PATH_POINTS, PathKind
+from .density import DEFAULT_TEMPERATURE, energy_scale, free_energy_map
+from .embedding import fit_embedding, fit_pca
 from .states import fit_states, load_states
+
+logger = logging.getLogger(__name__)
 
 
 def load_latents(path):
-    """(N, K) latents from .npy (memory-mapped), .npz (first array) or text."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError("Latent file not found: '%s'" % path)
-    if path.endswith('.npy'):
-        z = np.load(path, mmap_mode='r')
-    elif path.endswith('.npz'):
-        with np.load(path) as f:
-            if not f.files:
-                raise ValueError("'%s' holds no array." % path)
-            z = f['z'] if 'z' in f.files else f[f.files[0]]
-    else:
-        z = np.loadtxt(path, ndmin=2, comments='#')
-    z = z[:, None] if z.ndim == 1 else z
-    if z.ndim != 2 or len(z) < 10:
-        raise ValueError("'%s' must hold an (N, K) latent array with N >= 10 particles; got "
-                         "shape %s." % (path, z.shape))
-    return z
-
-
-def _json_dump(path, obj):
-    from ..fileio import atomic_write
-    with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=1, default=_json_default)
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    raise TypeError(type(o))
-
-
-def _save_npy(path, arr):
-    from ..fileio import atomic_write
-    with atomic_write(path, 'wb') as fh:
-        np.save(fh, arr)
-    return path
+    """(N, K) latents of N >= 10 particles (``core.io.latents.load_latents``)."""
+    return read_latents(path, min_rows=10)
 
 
 def _axis_labels(method):
@@ -67,11 +35,11 @@ def _axis_labels(method):
 
 # ------------------------------------------------------------------ analyze
 
-def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, barrier=1.0,
-            min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=20,
-            fe_boot=50, bins=None, bandwidth='scott', units='kT',
+def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, barrier=None,
+            min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=100,
+            fe_boot=50, bins=None, bandwidth='cv', units='kT',
             temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, latent_dG=False,
-            latent_boot=0, smooth=2, log=print):
+            latent_boot=0, smooth=2, log=None):
     """Embedding, free-energy map, states (+ structures at the state centres).
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an
@@ -83,54 +51,50 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     graph averaging of the density before finding basins (``fit_states``).
     Returns the summary dict (also written to ``summary.json``).
     """
+    log = log or logger.info
     t0 = time.time()
-    os.makedirs(out, exist_ok=True)
+    land = LandscapeDir(out).make()
     energy_scale(units, temperature)  # validate early
     n, k = z.shape
     log('landscape: %d particles, %d latent dimensions' % (n, k))
     pca = fit_pca(z)
-    pca.save(os.path.join(out, 'pca_model.npz'))
+    pca.save(land.pca_model_path)
     n_pc = min(k, 10)
-    _save_npy(os.path.join(out, 'pca.npy'), pca.transform(z)[:, :n_pc].astype(np.float32))
+    land.write_pca(pca.transform(z)[:, :n_pc])
     if embedding == 'pca':
         emb = fit_pca(z, min(k, 2))
         y = emb.transform(z)
     else:
         log('landscape: fitting %s on at most %d particles' % (embedding, max_fit))
         emb, y = fit_embedding(z, embedding, 2, max_fit=max_fit, seed=seed,
-                               umap_model_path=os.path.join(out, 'embedding_umap.joblib')
+                               umap_model_path=land.umap_model_path
                                if embedding == 'umap' else None)
-    emb.save(os.path.join(out, 'embedding_model.npz'))
-    _save_npy(os.path.join(out, 'embedding.npy'), y.astype(np.float32))
+    emb.save(land.embedding_model_path)
+    land.write_embedding(y)
     log('landscape: free energy on the %s map (%d bootstrap replicates)' % (embedding, fe_boot))
     fe = free_energy_map(y, bins=bins, bandwidth=bandwidth, n_boot=fe_boot, seed=seed)
     scale = energy_scale(units, temperature)
     pdg = fe.at(y)
-    fe.save(os.path.join(out, 'free_energy.npz'), units, temperature,
-            particle_dG=(pdg * scale).astype(np.float32), particle_dG_kT=pdg.astype(np.float32),
-            embedding_method=np.array(emb.method))
+    land.write_free_energy(fe, units, temperature, particle_dG=pdg * scale,
+                           particle_dG_kT=pdg, method=emb.method)
     if latent_dG:
         from .density import latent_free_energy
-        from ..fileio import atomic_write
         log('landscape: free energy in the %d-dimensional latent space' % k)
         ldg, lstd = latent_free_energy(z, n_boot=latent_boot, seed=seed)
-        with atomic_write(os.path.join(out, 'latent_dG.npz'), 'wb') as fh:
-            np.savez(fh, dG=(ldg * scale).astype(np.float32),
-                     dG_std=(lstd * scale).astype(np.float32), units=np.array(str(units)),
-                     temperature_K=np.array(float(temperature)), kT=np.array(scale))
+        land.write_latent_dG(ldg * scale, lstd * scale, units, temperature, scale)
     log('landscape: states (%s, n_states=%s)' % ('prior' if prior is not None else method,
                                                   n_states))
     st = fit_states(z, method=method, n_states=n_states, prior=prior, max_states=max_states,
                     barrier=barrier, min_population=min_population, knn=knn, n_boot=n_boot,
-                    max_fit=max_fit, seed=seed, smooth=smooth)
+                    max_fit=max_fit, seed=seed, smooth=smooth, embedding=emb,
+                    bandwidth=bandwidth, bins=bins)  # 'auto': basins of this very map
     st.save(out)
-    _save_npy(os.path.join(out, 'state_centres.npy'), st.centres.astype(np.float32))
     cen_y = emb.transform(st.centres)
-    _save_npy(os.path.join(out, 'state_centres_embedding.npy'), cen_y.astype(np.float32))
+    land.write_state_centres(st.centres, cen_y)
     cen_dG = fe.at(cen_y)
     names = [str(i) for i in range(st.n_states)]
     from .plots import save_landscape_png
-    save_landscape_png(os.path.join(out, 'landscape.png'), fe, st.populations,
+    save_landscape_png(land.figure_path, fe, st.populations,
                        st.population_ci, units=units, temperature=temperature,
                        state_points=cen_y if fe.ndim == 2 else cen_y[:, 0], state_names=names,
                        axis_labels=_axis_labels(emb.method),
@@ -139,8 +103,8 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     if decoder is not None:
         from .series import decode_series
         log('landscape: decoding the %d state centres' % st.n_states)
-        res = decode_series(st.centres, decoder['decode_fn'], os.path.join(out, 'states'),
-                            'states', volume_fn=decoder.get('volume_fn'),
+        res = decode_series(st.centres, decoder['decode_fn'], land.structures_dir,
+                            land.STRUCTURES, volume_fn=decoder.get('volume_fn'),
                             amplitudes=decoder.get('amplitudes'), sigma=decoder.get('sigma'),
                             box=decoder.get('box'), apix=decoder.get('apix'))
         files['decoded'] = dict(pdb=os.path.relpath(res['pdb'], out),
@@ -155,10 +119,14 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
         states=dict(st.to_json(), centre_dG=[None if not np.isfinite(v) else float(v * scale)
                                              for v in cen_dG]),
         files=files, seconds=round(time.time() - t0, 2))
-    _json_dump(os.path.join(out, 'summary.json'), summary)
+    land.write_summary(summary)
     for i in range(st.n_states):
         lo, hi = st.population_ci[i]
-        log('  state %d: population %.3f (95%% CI %.3f-%.3f)' % (i, st.populations[i], lo, hi))
+        log('  state %d: population %.3f (95%% CI %.3f-%.3f)%s' % (
+            i, st.populations[i], lo, hi, '' if st.resolved is None or st.resolved[i]
+            else ' NOT RESOLVED (found in %.0f%% of bootstrap replicates)' % (100 * st.found[i])))
+    for note in st.notes():
+        log('  note: ' + note)
     log('landscape: wrote %s in %.1f s' % (out, time.time() - t0))
     return summary
 
@@ -175,7 +143,7 @@ def _farthest_pair(centres):
 def compute_path(z, out, kind='density', landscape=None, from_state=None, to_state=None,
                  n_points=None, pc=1, percentiles=(5.0, 95.0), knn=10, alpha=1.0,
                  max_nodes=20000, K=11, omega=2.0, M=1000, prior=None, seed=0,
-                 units='kT', temperature=DEFAULT_TEMPERATURE, decoder=None, log=print,
+                 units='kT', temperature=DEFAULT_TEMPERATURE, decoder=None, log=None,
                  **state_kw):
     """One pathway (see paths.py) written to ``out``; returns its summary dict.
 
@@ -184,15 +152,17 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
     (``state_kw`` passed to fit_states) and the map is made on PCA.
     """
     from .paths import density_path, pca_path, ridgeline_path
+    log = log or logger.info
     t0 = time.time()
     kind = str(kind).lower()
-    if kind not in ('pca', 'density', 'ridgeline'):
+    if kind not in PathKind.values():
         raise ValueError("Unknown path kind '%s': use pca, density or ridgeline." % kind)
-    os.makedirs(out, exist_ok=True)
+    pdir = PathDir(out).make()
     st = emb = fe = None
     if landscape:
-        emb = load_embedding(os.path.join(landscape, 'embedding_model.npz'))
-        fe = load_free_energy(os.path.join(landscape, 'free_energy.npz'))
+        land = LandscapeDir(landscape)
+        emb = land.embedding_model()
+        fe = land.free_energy()
         st = load_states(landscape)
         if emb.dim != z.shape[1]:
             raise ValueError('The landscape in %s was computed from %d-dimensional latents but '
@@ -205,7 +175,7 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
             st = fit_states(z, prior=prior, n_boot=0, seed=seed, **state_kw)
     info = dict(kind=kind)
     if kind == 'pca':
-        npts = int(n_points or 10)
+        npts = int(n_points or PATH_POINTS['pca'])
         p = pca_path(z, axis=int(pc) - 1, n_points=npts, percentiles=percentiles)
         info.update(pc=int(pc))
     else:
@@ -223,8 +193,8 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
         info.update(from_state=int(from_state), to_state=int(to_state),
                     start=start.tolist(), end=end.tolist())
         if kind == 'density':
-            p = density_path(z, start, end, n_points=int(n_points or 20), knn=knn, alpha=alpha,
-                             max_nodes=max_nodes, seed=seed)
+            p = density_path(z, start, end, n_points=int(n_points or PATH_POINTS['density']),
+                             knn=knn, alpha=alpha, max_nodes=max_nodes, seed=seed)
         else:
             mix = prior if prior is not None else st.mixture
             if mix is None:
@@ -248,9 +218,9 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
     info['n_points'] = int(len(p.latents))
     info['length'] = p.length
     lat = p.latents.astype(np.float32)
-    _save_npy(os.path.join(out, 'path_latents.npy'), lat)
+    pdir.write_latents(lat)
     y = emb.transform(lat)
-    _save_npy(os.path.join(out, 'path_embedding.npy'), y.astype(np.float32))
+    pdir.write_embedding(y)
     scale = energy_scale(units, temperature)
     dG = fe.at(y[:, :fe.ndim])
     info.update(embedding=emb.method, units=units, temperature_K=float(temperature),
@@ -258,7 +228,7 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
     if decoder is not None:
         from .series import decode_series
         log('path: decoding %d structures' % len(lat))
-        res = decode_series(lat, decoder['decode_fn'], out, 'path',
+        res = decode_series(lat, decoder['decode_fn'], out, pdir.STRUCTURES,
                             volume_fn=decoder.get('volume_fn'),
                             amplitudes=decoder.get('amplitudes'), sigma=decoder.get('sigma'),
                             box=decoder.get('box'), apix=decoder.get('apix'))
@@ -273,9 +243,9 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
                      paths=[('%s path' % kind, y)] if fe.ndim == 2 else None,
                      axis_labels=_axis_labels(emb.method))
     plot_profile(fig.add_subplot(gs[1]), dG * scale, label='ΔG on the map (%s)' % units)
-    save_figure(fig, os.path.join(out, 'path.png'))
+    save_figure(fig, pdir.figure_path)
     info['seconds'] = round(time.time() - t0, 2)
-    _json_dump(os.path.join(out, 'path.json'), info)
+    pdir.write_info(info)
     log('path: %s path with %d points written to %s' % (kind, len(lat), out))
     return info
 
@@ -283,15 +253,17 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
 # ------------------------------------------------------------------ subsets
 
 def make_subset(landscape, out, states=None, box=None, polygon=None, max_dG=None,
-                particles=None, one_based=False, log=print):
+                particles=None, one_based=False, log=None):
     """Select particles of a landscape folder; intersection of the criteria
     given.  Writes subset_indices.txt/.npy, subset.json (+ particles.star)."""
     from . import subsets as S
+    log = log or logger.info
+    land = LandscapeDir(landscape)
     crit = []
-    y = np.load(os.path.join(landscape, 'embedding.npy'), mmap_mode='r')
+    y = land.embedding(mmap=True)
     mask = np.ones(len(y), bool)
     if states is not None and len(states):
-        labels = np.load(os.path.join(landscape, 'labels.npy'))
+        labels = land.labels()
         mask &= S.select_states(labels, states)
         crit.append('states %s' % list(map(int, states)))
     if box is not None:
@@ -303,51 +275,47 @@ def make_subset(landscape, out, states=None, box=None, polygon=None, max_dG=None
         mask &= S.select_polygon(y, v)
         crit.append('polygon %s' % v.tolist())
     if max_dG is not None:
-        with np.load(os.path.join(landscape, 'free_energy.npz')) as f:
-            pdg, units = f['particle_dG'], str(f['units'])
+        pdg, units = land.particle_dG()
         mask &= S.select_free_energy(pdg, max_dG)
         crit.append('dG <= %g %s' % (max_dG, units))
     if not crit:
         raise ValueError('Give at least one selection: states, a box, a polygon or a '
                          'free-energy threshold.')
     idx = np.nonzero(mask)[0]
-    os.makedirs(out, exist_ok=True)
-    S.write_indices(os.path.join(out, 'subset_indices.txt'), idx, one_based,
-                    header='; '.join(crit))
-    _save_npy(os.path.join(out, 'subset_indices.npy'), idx.astype(np.int64))
+    sub = SubsetDir(out).make()
+    S.write_indices(sub.indices_txt_path, idx, one_based, header='; '.join(crit))
+    sub.write_indices(idx)
     info = dict(n_selected=int(len(idx)), n_particles=int(len(mask)), criteria=crit,
                 landscape=os.path.abspath(landscape))
     if particles:
-        star = S.export_star(particles, idx, os.path.join(out, 'particles.star'))
+        star = S.export_star(particles, idx, sub.particles_path)
         info['particles_star'] = os.path.basename(star)
-    _json_dump(os.path.join(out, 'subset.json'), info)
+    sub.write_info(info)
     log('subset: %d of %d particles (%s)' % (len(idx), len(mask), '; '.join(crit)))
     return info
 
 
 # -------------------------------------------------------------------- apply
 
-def apply_landscape(landscape, z, out, log=print):
+def apply_landscape(landscape, z, out, log=None):
     """Place new particles on an existing landscape with the saved mappings:
     embedding.npy, labels.npy, particle_dG.npy (units of the landscape)."""
-    emb = load_embedding(os.path.join(landscape, 'embedding_model.npz'))
+    log = log or logger.info
+    land = LandscapeDir(landscape)
+    emb = land.embedding_model()
     st = load_states(landscape)
-    fe = load_free_energy(os.path.join(landscape, 'free_energy.npz'))
+    fe = land.free_energy()
     if emb.dim != z.shape[1]:
         raise ValueError('The landscape in %s was computed from %d-dimensional latents but '
                          'these have %d.' % (landscape, emb.dim, z.shape[1]))
-    os.makedirs(out, exist_ok=True)
     y = emb.transform(z)
     lab = st.predict(z)
     scale = float(fe.extra.get('kT', 1.0))
     dg = fe.at(y[:, :fe.ndim]) * scale
-    _save_npy(os.path.join(out, 'embedding.npy'), y.astype(np.float32))
-    _save_npy(os.path.join(out, 'labels.npy'), lab.astype(np.int32))
-    _save_npy(os.path.join(out, 'particle_dG.npy'), dg.astype(np.float32))
     counts = np.bincount(lab, minlength=st.n_states)
     info = dict(n_particles=int(len(z)), landscape=os.path.abspath(landscape),
                 counts=counts.tolist(), populations=(counts / max(len(z), 1)).tolist())
-    _json_dump(os.path.join(out, 'apply.json'), info)
+    ApplyDir(out).make().write(y, lab, dg, info)
     log('apply: %d particles placed; populations %s' % (
         len(z), ' '.join('%.3f' % p for p in info['populations'])))
     return info

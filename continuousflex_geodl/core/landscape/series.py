@@ -1,6 +1,7 @@
 """Structures at latent points (state centres, path points) written as files.
 
-``decode_series(latents, decode_fn, folder, name)`` writes
+``decode_series(latents, decode_fn, folder, name)`` writes (file names:
+``core.artifacts.series_paths``)
 
 * ``<name>.pdb`` -- multi-model PDB, model m = the pseudo-atoms decoded at
   latent row m (``core.structure.write_pdb``; amplitudes in the B column);
@@ -16,6 +17,8 @@ imports the model itself.
 import os
 
 import numpy as np
+
+from ..artifacts import series_paths
 
 
 def render_volumes(positions, amplitudes, sigma, box, apix):
@@ -44,8 +47,9 @@ def decode_series(latents, decode_fn, folder, name, volume_fn=None, amplitudes=N
         raise ValueError('decode_fn must return positions (M, N, 3) for M = %d latent points; '
                          'got shape %s.' % (len(z), pos.shape))
     os.makedirs(folder, exist_ok=True)
+    pdb_path, mrc_paths = series_paths(folder, name, len(z))
     amp_pdb = None if amplitudes is None else np.asarray(amplitudes).reshape(-1)[:pos.shape[1]]
-    pdb = write_pdb(os.path.join(folder, name + '.pdb'), pos, amp_pdb)
+    pdb = write_pdb(pdb_path, pos, amp_pdb)
     vols = None
     if volume_fn is not None:
         vols = np.asarray(volume_fn(z))
@@ -57,5 +61,5 @@ def decode_series(latents, decode_fn, folder, name, volume_fn=None, amplitudes=N
         if apix is None:
             raise ValueError('Writing volumes needs the voxel size (apix, A).')
         for m, v in enumerate(vols):
-            mrcs.append(write_mrc(os.path.join(folder, '%s_%03d.mrc' % (name, m)), v, apix))
+            mrcs.append(write_mrc(mrc_paths[m], v, apix))
     return dict(pdb=pdb, mrc=mrcs, positions=pos)

@@ -2,38 +2,83 @@
 
 ``fit_states(z, method, n_states)``:
 
-* ``method='gmm'`` -- Gaussian mixture (full covariances, scikit-learn);
-  ``method='kmeans'`` -- k-means; ``prior=Mixture`` -- the trained prior of
-  the model (``mixture.load_prior``) is the density model, nothing is fitted.
-* ``n_states``: an integer (the user's choice); ``'bic'`` -- the number of
-  mixture components minimising the Bayesian information criterion; or
-  ``'auto'`` (default) -- the free-energy basins of the landscape: a
-  BIC-selected mixture (or the prior) is the density model, and its basins on
-  a k-nearest-neighbour graph of the particles are found by topological
-  persistence (``basins.py``), merging basins separated by less than
-  ``barrier`` kT.  BIC alone over-splits curved basins (a curved cloud needs
-  several Gaussians); persistence does not.  Before that the density is
-  averaged over each particle's graph neighbourhood (``smooth`` steps,
-  default 2; ``basins.smooth_log_density``): the mixture's value at single
-  particles fluctuates with their offset across the cloud where its width
-  varies, which made spurious basins (5 instead of 3 states on the latents
-  of an 8-epoch model, where particle counts around the 'peaks' and
-  'saddles' of 1.0-1.3 kT barriers were equal; 4-7 on resamples of a
-  30-epoch model's latents).  One step still left a spurious fourth state
-  (1.16 kT) on refined latents of the demo; two steps give the true three
-  states on all six model latent sets tried (6-12 A motions, encoder and
-  refined latents), three steps merged a real one.  With k-means,
-  'auto'/'bic' only choose the number of clusters.
+* ``n_states='auto'`` with ``method='gmm'`` (the default) -- **the basins of
+  the free-energy map** (``method`` 'map' in the result; ``space='map'``).
+  The map is the one ``landscape analyze`` draws: the binned Gaussian KDE
+  of the 2D embedding (PCA by default; ``embedding`` any fitted Embedding),
+  with the same cross-validated width and grid (``density.map_bandwidth``,
+  ``map_grid``, ``binned_density``), so what the user sees and the state
+  list agree: every state is a region of the map around one of its minima.
+  Basins are found by persistence on the grid's cells (``basins.map_basins``)
+  and each particle belongs to the basin of its cell (basin of attraction).
+  A basin is kept only if its barrier to its neighbour is
 
-Large sets: models are fitted on at most ``max_fit`` random particles (the
-"nodes"); every particle is then assigned (``States.predict``: nearest
+  - at least ``barrier`` kT (default ``MAP_BARRIER`` = 0.3 kT): a floor for
+    large data sets, where any bump becomes statistically significant -- a
+    path with no states mapped by a non-isometric encoder and projected on
+    the map shows bumps of up to 0.17 kT (uniform-path null beds, 8,000
+    particles, 8D); and
+  - at least ``significance`` (``MAP_SIGNIFICANCE`` = 3) times its sampling
+    s.d. (delta method for the Poisson bootstrap of the KDE,
+    ``basins.barrier_std``): about p = 0.001 one-sided per candidate, which
+    leaves room for the several candidate bumps of a map and for picking
+    the deepest point of each; on 60 uniform-path and Gaussian null sets
+    (500-8,000 particles, 4-8D) no noise bump reached z = 3 with 0.3 kT.
+
+  otherwise it is merged into its neighbour; basins with less than
+  ``min_population`` of the particles are merged as well (far outliers
+  join the nearest basin).  Why not the previous default (a BIC Gaussian
+  mixture in latent space, basins on a k-NN graph, 1 kT): the density of a
+  mixture in 4-8 latent dimensions at each particle follows the particle's
+  own noise level (heteroscedastic posterior uncertainty) more than its
+  place along the landscape, and 1 kT was more than the minor middle
+  state's barrier on the map (0.4-1.1 kT at the held-out run's noise
+  level): it returned 1-2 states where the map showed three (issue 11).
+* ``method='gmm'`` with an integer or ``'bic'`` -- Gaussian mixture (full
+  covariances, scikit-learn), one state per component; ``method='kmeans'``
+  -- k-means ('auto': as many clusters as the map has basins);
+  ``prior=Mixture`` -- the trained prior of the model
+  (``mixture.load_prior``) is the density model, its basins on a k-NN graph
+  of the particles are the states (``space='latent'`` does the same with a
+  BIC-selected mixture): topological persistence (``basins.py``), merging
+  basins separated by less than ``barrier`` kT (default 1 kT here), after
+  averaging the density over each particle's graph neighbourhood (``smooth``
+  steps, default 2; ``basins.smooth_log_density``).
+
+Populations and their 95 % intervals (map basins): the point estimate is
+the fraction of all particles in each basin.  ``n_boot`` (default 100)
+Poisson-bootstrap replicates re-run the whole finder (new map with the same
+width and grid, new basins, new significance tests); replicate basins are
+paired with the states by particle overlap (``_match_replicate``), so a
+state a replicate merges gets 0 there.  ``found`` is the fraction of
+replicates that find each state; a state found in fewer than ``RESOLVED``
+(90 %) is reported as *not resolved* (``resolved``, ``notes()``, and in
+states.json), and its interval then reaches 0.  Intervals are the union of
+the 2.5-97.5 percentiles of (a) the replicates' basin populations and (b)
+the replicates' *soft* populations, so that they also cover the assignment
+uncertainty of particles in the tail of one state beyond the saddle, which
+a hard partition gives wholly to the neighbour -- the bias that multinomial
+counting alone would certify with a tight interval.  The reported
+``populations`` are the soft ones (``soft_populations``: a Gaussian mixture
+on the map, one component started from each minimum of the map, summed per
+state, with a uniform background for outliers; on the three-state test beds
+their largest error was 0.029 against 0.040 for the basin fractions);
+``counts``/``labels`` and ``info['basin_populations']`` are the basin
+partition.  A minimum of the map (>= ``min_population``) that is not a
+state is named in the notes with the state that holds it, and (with two or
+more states) that state's interval extends down to its population without
+it: the data cannot tell whether it is a state of its own.
+
+Mixture, k-means and latent/prior basins -- large sets: models are fitted
+on at most ``max_fit`` random particles (the "nodes"); every particle is then assigned (``States.predict``: nearest
 k-means centre, most probable mixture component, or the basin of its nearest
 node -- found by a kd-tree within 1.5x the exact nearest distance, which
 agreed with the exact assignment for 99.99 % of 10^6 toy particles at 2.5x
 the speed).
 
+(Map basins use every particle: the binned map is O(N).)
 Populations are the fraction of *all* particles assigned to each state.
-Uncertainty: ``n_boot`` bootstrap replicates resample the fitted particles
+Uncertainty (mixture, k-means, latent/prior basins): ``n_boot`` bootstrap replicates resample the fitted particles
 with replacement, refit the model (warm-started, same number of states) and
 re-assign; ``population_std`` and the 95 % percentile interval
 ``population_ci`` come from the replicates.  For N > max_fit this is
@@ -45,12 +90,11 @@ replicate finds that number by itself (barrier rule) is reported as
 
 States are numbered from 0, by decreasing population.
 """
-import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..artifacts import LandscapeDir
 from .basins import knn_edges, persistence_basins, smooth_log_density
 from .mixture import Mixture
 
@@ -72,6 +116,13 @@ class States:
     barriers: np.ndarray = None         # (S,) kT, basins only
     bic: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    # map basins (method 'map'): the embedding and grid of the free-energy map
+    embedding: object = None            # embedding.Embedding (latent -> map)
+    grid: dict = None                   # lo, width, bins, bandwidth of the map
+    cell_labels: np.ndarray = None      # (n_cells,) state of each map cell, -1 empty
+    barrier_z: np.ndarray = None        # (S,) barrier / its sampling s.d.
+    found: np.ndarray = None            # (S,) fraction of bootstrap replicates finding it
+    resolved: np.ndarray = None         # (S,) bool: found in >= RESOLVED of replicates
 
     @property
     def n_states(self):
@@ -83,6 +134,8 @@ class States:
         if z.ndim == 1:
             z = z[None]
         out = np.empty(len(z), np.int64)
+        if self.method == 'map':
+            return self._predict_map(z, chunk)
         if self.selection == 'basins' and self.method != 'kmeans':
             from scipy.spatial import cKDTree
             tree = cKDTree(self.nodes, compact_nodes=False)
@@ -98,6 +151,58 @@ class States:
             return out
         for s in range(0, len(z), chunk):
             out[s:s + chunk] = self.component_state[self.mixture.predict(z[s:s + chunk])]
+        return out
+
+    def _predict_map(self, z, chunk):
+        from .basins import cell_centres, cell_index
+        g = self.grid
+        lo, width, bins = g['lo'], g['width'], [int(b) for b in g['bins']]
+        out = np.empty(len(z), np.int64)
+        live = np.nonzero(self.cell_labels >= 0)[0]
+        tree = None
+        for s in range(0, len(z), chunk):
+            y = self.embedding.transform(np.asarray(z[s:s + chunk]))[:, :len(bins)]
+            lab = self.cell_labels[cell_index(y, lo, width, bins)]
+            bad = lab < 0
+            if bad.any():  # beyond the kernel's reach: the state of the nearest live cell
+                from scipy.spatial import cKDTree
+                if tree is None:
+                    tree = cKDTree(cell_centres(lo, width, bins)[live] / width)
+                lab[bad] = self.cell_labels[live[tree.query(y[bad] / width)[1]]]
+            out[s:s + chunk] = lab
+        return out
+
+    def notes(self):
+        """Plain-language statements on what the data resolve (map basins)."""
+        if self.found is None:
+            return []
+        out = []
+        if self.n_states == 1:
+            out.append('One state: no basin of the free-energy map is separated from the rest '
+                       'by a barrier that is both >= %.2g kT and >= %g times its sampling '
+                       's.d.; the data do not resolve states on this map.'
+                       % (self.info.get('barrier_kT', np.nan),
+                          self.info.get('significance', np.nan)))
+        for s in range(self.n_states):
+            lost = [p for t, p in self.info.get('absorbed_minima', []) if t == s]
+            if lost:
+                out.append('State %d holds %d more minimum(a) of the map (%s of the particles) '
+                           'whose barrier is below %.2g kT or %g sampling s.d.: the data do not '
+                           'resolve %s as separate state(s)%s.' % (
+                               s, len(lost), ', '.join('%.3f' % p for p in lost),
+                               self.info.get('barrier_kT', np.nan),
+                               self.info.get('significance', np.nan),
+                               'it' if len(lost) == 1 else 'them',
+                               '; its interval extends to its population without them'
+                               if self.n_states > 1 else ''))
+        if not self.info.get('n_boot', 1):
+            out.append('No bootstrap replicates: population intervals and whether each state '
+                       'is resolved were not estimated.')
+        for i in np.nonzero(~np.asarray(self.resolved, bool))[0]:
+            out.append('State %d is not resolved by the data: the bootstrap found it in only '
+                       '%.0f %% of %d replicates; its population interval (%.3f-%.3f) includes '
+                       'its absence.' % (i, 100 * self.found[i], self.info.get('n_boot', 0),
+                                         self.population_ci[i][0], self.population_ci[i][1]))
         return out
 
     # ------------------------------------------------------------------ files
@@ -116,50 +221,63 @@ class States:
         if self.mixture is not None:
             d['mixture_components'] = int(self.mixture.n_components)
             d['component_state'] = [int(s) for s in self.component_state]
+        if self.found is not None:
+            d['barrier_z'] = [float(b) if np.isfinite(b) else None for b in self.barrier_z]
+            d['bootstrap_found'] = [float(f) for f in self.found]
+            d['resolved'] = [bool(r) for r in self.resolved]
+            d['bandwidth'] = [float(h) for h in self.grid['bandwidth']]
+            d['notes'] = self.notes()
         d.update(self.info)
         return d
 
     def save(self, folder):
         """``states.json`` (summary), ``states_model.npz`` (to predict later
-        particles) and ``labels.npy`` (N,) int in ``folder``."""
-        from ..fileio import atomic_write
-        os.makedirs(folder, exist_ok=True)
-        with atomic_write(os.path.join(folder, 'states.json')) as fh:
-            json.dump(self.to_json(), fh, indent=1)
+        particles) and ``labels.npy`` (N,) int in ``folder`` (file names:
+        ``core.artifacts.LandscapeDir``)."""
         arrays = dict(method=np.array(self.method), selection=np.array(self.selection),
                       centres=self.centres, populations=self.populations,
                       population_std=self.population_std, population_ci=self.population_ci)
         if self.mixture is not None:
             arrays.update(means=self.mixture.means, covariances=self.mixture.covariances,
                           weights=self.mixture.weights, component_state=self.component_state)
-        for name in ('kmeans_centres', 'nodes', 'node_labels', 'barriers'):
+        for name in ('kmeans_centres', 'nodes', 'node_labels', 'barriers', 'cell_labels',
+                     'barrier_z', 'found', 'resolved'):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        with atomic_write(os.path.join(folder, 'states_model.npz'), 'wb') as fh:
-            np.savez(fh, **arrays)
-        with atomic_write(os.path.join(folder, 'labels.npy'), 'wb') as fh:
-            np.save(fh, self.labels.astype(np.int32))
+        if self.grid is not None:
+            arrays.update({'grid_' + k: np.asarray(v) for k, v in self.grid.items()})
+        if self.embedding is not None:
+            arrays['emb_method'] = np.array(self.embedding.method)
+            arrays['emb_n_components'] = np.array(self.embedding.n_components)
+            arrays.update({'emb_' + k: v for k, v in self.embedding.arrays.items()})
+        LandscapeDir(folder).write_states(self.to_json(), arrays, self.labels)
         return folder
 
 
 def load_states(folder):
     """States saved by ``States.save`` (labels, model, summary)."""
-    mpath = os.path.join(folder, 'states_model.npz')
-    if not os.path.exists(mpath):
-        raise FileNotFoundError("No states_model.npz in '%s': run 'continuousflex-geodl "
-                                "landscape analyze' first." % folder)
-    with open(os.path.join(folder, 'states.json')) as fh:
-        summary = json.load(fh)
-    with np.load(mpath) as f:
-        a = {k: f[k] for k in f.files}
+    summary, a, labels = LandscapeDir(folder).read_states_model()
     mix = Mixture(a['means'], a['covariances'], a['weights']) if 'means' in a else None
-    lpath = os.path.join(folder, 'labels.npy')
-    labels = np.load(lpath) if os.path.exists(lpath) else np.zeros(0, np.int64)
+    labels = labels if labels is not None else np.zeros(0, np.int64)
+    emb = None
+    if 'emb_method' in a:
+        from .embedding import Embedding
+        emb = Embedding(str(a['emb_method']), int(a['emb_n_components']),
+                        **{k[4:]: v for k, v in a.items()
+                           if k.startswith('emb_') and k not in ('emb_method',
+                                                                 'emb_n_components')})
+    grid = {k[5:]: v for k, v in a.items() if k.startswith('grid_')} or None
     return States(str(a['method']), str(a['selection']), labels, a['centres'],
                   a['populations'], a['population_std'], a['population_ci'], mix,
                   a.get('component_state'), a.get('kmeans_centres'), a.get('nodes'),
                   a.get('node_labels'), a.get('barriers'),
-                  {int(k): v for k, v in summary.get('bic', {}).items()})
+                  {int(k): v for k, v in summary.get('bic', {}).items()},
+                  info={k: summary[k] for k in ('barrier_kT', 'significance', 'n_boot',
+                                                'map_minima', 'min_population')
+                        if k in summary},
+                  embedding=emb, grid=grid, cell_labels=a.get('cell_labels'),
+                  barrier_z=a.get('barrier_z'), found=a.get('found'),
+                  resolved=a.get('resolved'))
 
 
 # ------------------------------------------------------------------ fitting
@@ -219,12 +337,26 @@ def _match(ref, new, n_ref):
     return mapping
 
 
-def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barrier=1.0,
-               min_population=0.01, knn=10, n_boot=20, max_fit=20000, seed=0, smooth=2):
+MAP_BARRIER = 0.3       # kT, least barrier of a map basin (see module docstring)
+MAP_SIGNIFICANCE = 3.0  # least barrier / sampling s.d. of a map basin
+RESOLVED = 0.9          # a state is resolved if >= this fraction of replicates find it
+
+
+def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barrier=None,
+               min_population=0.01, knn=10, n_boot=100, max_fit=20000, seed=0, smooth=2,
+               space='map', embedding=None, bandwidth='cv', bins=None,
+               significance=MAP_SIGNIFICANCE):
     """Cluster latents (N, K) into states (see module docstring).  Returns States.
 
-    ``smooth``: basins only -- steps of neighbourhood averaging of the density
-    on the k-NN graph before persistence (0: the density at each particle).
+    ``space``: where 'auto' states are basins -- 'map' (default): of the
+    free-energy map of ``embedding`` (default: PCA to 2D) with the map's
+    ``bandwidth`` and ``bins``, kept when the barrier is >= ``barrier`` kT
+    (default 0.3) and >= ``significance`` sampling s.d.; 'latent': of a
+    BIC-selected mixture on a k-NN graph of the latents (``barrier`` default
+    1 kT; also used with a prior).
+    ``smooth``: latent basins only -- steps of neighbourhood averaging of the
+    density on the k-NN graph before persistence (0: the density at each
+    particle).
     """
     z = np.asarray(z)
     if z.ndim == 1:
@@ -258,6 +390,20 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
         if sel == 'bic':
             raise ValueError("n_states='bic' makes no sense with a fixed prior: use 'auto' "
                              "(basins of the prior density) or a number.")
+    space = str(space).lower()
+    if space not in ('map', 'latent'):
+        raise ValueError("Unknown state space '%s': use 'map' (basins of the free-energy "
+                         "map) or 'latent'." % space)
+    on_map = space == 'map' and method != 'prior' and sel == 'auto'
+    if barrier is None:
+        barrier = MAP_BARRIER if on_map else 1.0
+    if on_map and method == 'gmm':
+        return _fit_map_states(z, embedding, bandwidth, bins, barrier, significance,
+                               min_population, n_boot, seed)
+    if on_map:  # k-means with as many clusters as the map has basins
+        n_states = _fit_map_states(z, embedding, bandwidth, bins, barrier, significance,
+                                   min_population, 0, seed).n_states
+        sel = 'map'
     rng = np.random.default_rng(seed)
     n = len(z)
     fit_idx = np.sort(rng.choice(n, int(max_fit), replace=False)) if n > max_fit else np.arange(n)
@@ -276,7 +422,7 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
     elif sel == 'user' and method == 'gmm':
         gmodel = _gmm(n_states, seed, n_init=2).fit(u)
         density = _to_mixture(gmodel, mean, s)
-    elif not (sel == 'user' and method == 'kmeans'):
+    elif not (sel in ('user', 'map') and method == 'kmeans'):
         gmodel, bic = select_by_bic(u, max_states, seed)
         density = _to_mixture(gmodel, mean, s)
 
@@ -293,7 +439,7 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
     if method == 'kmeans':
         from sklearn.cluster import KMeans
         k = {'auto': lambda: basins.labels.max() + 1, 'bic': lambda: gmodel.n_components,
-             'user': lambda: n_states}[sel]()
+             'user': lambda: n_states, 'map': lambda: n_states}[sel]()
         km = KMeans(int(k), n_init=4, random_state=int(seed)).fit(u)
         st = States('kmeans', sel, None, None, None, None, None, mixture=density,
                     kmeans_centres=mean + s * km.cluster_centers_, bic=bic, info=info)
@@ -342,6 +488,195 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
         st.population_std = np.full(n_st, np.nan)
         st.population_ci = np.full((n_st, 2), np.nan)
     return st
+
+
+def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_population,
+                    n_boot, seed):
+    """States = significant basins of the free-energy map (module docstring)."""
+    from .basins import cell_centres, map_basins
+    from .density import map_bandwidth, map_grid
+    from .embedding import fit_pca
+    n, k = z.shape
+    if not np.isfinite(np.asarray(z[:min(n, 1 << 16)])).all():  # full check in fit_pca
+        raise ValueError('Some latent vectors are NaN or infinite: remove those particles '
+                         'first.')
+    emb = embedding if embedding is not None else fit_pca(z, min(k, 2))
+    y = np.asarray(emb.transform(z), np.float64)[:, :2]
+    if not np.isfinite(y).all():
+        raise ValueError('Some latent vectors are NaN or infinite: remove those particles '
+                         'first.')
+    h = map_bandwidth(y, bandwidth, seed=seed)
+    lo, width, nb = map_grid(y, h, bins)
+    kw = dict(barrier=barrier, significance=significance, min_population=min_population)
+    mb = map_basins(y, h, lo, width, nb, **kw)
+    n_st = len(mb.peaks)
+    # every minimum of the map holding >= min_population (what the eye sees)
+    minima = map_basins(y, h, lo, width, nb, barrier=0.0, significance=0.0,
+                        min_population=min_population)
+    n_minima = len(minima.peaks)
+    area = float(np.prod(width * np.asarray(nb)))
+    # soft populations: one mixture component per minimum, summed per state
+    comp_state = np.array([np.bincount(mb.labels[minima.labels == r], minlength=n_st).argmax()
+                           for r in range(n_minima)])
+    pops = np.bincount(comp_state, soft_populations(y, minima.labels, n_minima, None, area),
+                       minlength=n_st)
+    order = np.argsort(-pops, kind='stable')
+    remap = np.empty(n_st, np.int64)
+    remap[order] = np.arange(n_st)
+    labels, pops, comp_state = remap[mb.labels], pops[order], remap[comp_state]
+    basin_pops = np.bincount(labels, minlength=n_st) / n
+    cell_labels = np.where(mb.cell_labels >= 0, remap[np.maximum(mb.cell_labels, 0)], -1)
+    peaks = mb.peaks[order]
+    rng = np.random.default_rng(seed)
+    reps = np.zeros((int(n_boot), n_st))
+    soft = np.zeros((int(n_boot), n_st))
+    found = np.zeros((int(n_boot), n_st), bool)
+    cache = {}
+    for b in range(int(n_boot)):
+        w = rng.poisson(1.0, n).astype(np.float64)
+        rb = map_basins(y, h, lo, width, nb, weights=w, cache=cache, **kw)
+        reps[b], found[b] = _match_replicate(labels, rb.labels, w, n_st)
+        soft[b] = np.bincount(comp_state, soft_populations(y, minima.labels, n_minima, w, area),
+                              minlength=n_st)
+    centres = cell_centres(lo, width, nb)
+    grid = dict(lo=lo, width=width, bins=np.asarray(nb), bandwidth=np.asarray(h))
+    st = States('map', 'basins', labels, None, pops, None, None, embedding=emb, grid=grid,
+                cell_labels=cell_labels, barriers=mb.barriers[order],
+                barrier_z=mb.barrier_z[order],
+                info=dict(n_fit=int(n), n_boot=int(n_boot), seed=int(seed),
+                          barrier_kT=float(barrier), significance=float(significance),
+                          min_population=float(min_population),
+                          resolved_fraction=float(RESOLVED),
+                          basin_populations=[float(v) for v in basin_pops],
+                          map_minima=int(n_minima),
+                          density='binned Gaussian KDE of the %s map (the free-energy map)'
+                                  % emb.method))
+    st.centres = _map_centres(z, y, labels, centres[peaks], h, st)
+    if n_boot:
+        st.population_std = reps.std(0, ddof=1) if n_boot > 1 else np.zeros(n_st)
+        hard = np.percentile(reps, [2.5, 97.5], axis=0).T
+        sft = np.percentile(soft, [2.5, 97.5], axis=0).T
+        # partition + assignment uncertainty: the union of both intervals
+        # (and the two estimates, which few replicates can leave outside)
+        st.population_ci = np.c_[np.minimum.reduce([hard[:, 0], sft[:, 0], pops, basin_pops]),
+                                 np.maximum.reduce([hard[:, 1], sft[:, 1], pops, basin_pops])]
+        st.found = found.mean(0)
+    else:
+        st.population_std = np.full(n_st, np.nan)
+        st.population_ci = np.full((n_st, 2), np.nan)
+        st.found = np.full(n_st, np.nan)
+    st.resolved = (st.found >= RESOLVED) | np.isnan(st.found)  # unknown without bootstrap
+    _absorbed_minima(st, minima, mb.peaks[order])
+    return st
+
+
+def _absorbed_minima(st, minima, peaks):
+    """Minima of the map (>= min_population) that are not states: each lies in
+    the state holding most of its particles.  With two or more states, that
+    state's interval is extended down to its population without them -- the
+    data cannot tell whether they are part of it (one state holds every
+    particle by definition, so it keeps [1, 1])."""
+    n_st = st.n_states
+    own = minima.cell_labels[peaks]  # the minimum at each state's own deepest cell
+    absorbed = []
+    for r in range(len(minima.peaks)):
+        if r in own:
+            continue
+        s = int(np.bincount(st.labels[minima.labels == r], minlength=n_st).argmax())
+        absorbed.append((s, float(minima.populations[r])))
+    st.info['absorbed_minima'] = [[s, p] for s, p in absorbed]
+    if n_st >= 2 and absorbed and st.population_ci is not None \
+            and np.isfinite(st.population_ci).all():
+        for s in range(n_st):
+            lost = sum(p for t, p in absorbed if t == s)
+            if lost > 0:
+                st.population_ci[s, 0] = max(0.0, min(st.population_ci[s, 0],
+                                                       st.populations[s] - lost))
+    return st
+
+
+def soft_populations(y, labels, n_st, weights=None, area=1.0, n_iter=100, tol=1e-5):
+    """Populations of the states with particles shared where states overlap.
+
+    A Gaussian mixture on the map, one component per state started from its
+    particles (weighted mean and covariance), plus a uniform background of
+    density 1/``area`` for outliers, refined by weighted EM; returns the
+    component weights of the states renormalised to sum to 1.  A particle
+    in the tail of one state beyond the saddle counts for that state in
+    proportion to its responsibility, where the basin partition gives it
+    wholly to the other -- the difference is the assignment uncertainty.
+    """
+    y = np.asarray(y, np.float64)
+    n, d = y.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    resp = np.zeros((n, n_st + 1))
+    resp[np.arange(n), labels] = 1.0
+    prev = None
+    for _ in range(int(n_iter)):
+        rw = resp * w[:, None]
+        nk = rw.sum(0) + 1e-300
+        pi = nk / nk.sum()
+        logp = np.empty((n, n_st + 1))
+        for k in range(n_st):
+            m = rw[:, k] @ y / nk[k]
+            dy = y - m
+            cov = (rw[:, k, None] * dy).T @ dy / nk[k] + 1e-9 * np.eye(d)
+            ch = np.linalg.cholesky(cov)
+            u = np.linalg.solve(ch, dy.T)
+            logp[:, k] = (np.log(pi[k] + 1e-300) - 0.5 * (u * u).sum(0)
+                          - np.log(np.diag(ch)).sum() - 0.5 * d * np.log(2 * np.pi))
+        logp[:, n_st] = np.log(max(pi[n_st], 1e-3 / max(n, 1))) - np.log(area)
+        mx = logp.max(1, keepdims=True)
+        resp = np.exp(logp - mx)
+        resp /= resp.sum(1, keepdims=True)
+        if prev is not None and np.abs(pi - prev).max() < tol:
+            break
+        prev = pi
+    rw = (resp * w[:, None]).sum(0)[:n_st]
+    return rw / max(rw.sum(), 1e-300)
+
+
+def _match_replicate(labels, rep_labels, w, n_st):
+    """Populations of the original states in a bootstrap replicate and
+    whether the replicate found each of them.
+
+    Replicate basins are paired with the original states by maximum particle
+    overlap (Hungarian); a state is found when its partner overlaps it with a
+    Jaccard index >= 0.5.  Every replicate basin gives its (weighted)
+    population to its partner, or, if it has none, to the state it overlaps
+    most -- so a state the replicate merged into a neighbour gets 0 and the
+    neighbour its population.
+    """
+    from scipy.optimize import linear_sum_assignment
+    n_new = int(rep_labels.max()) + 1
+    tab = np.zeros((n_new, n_st))
+    np.add.at(tab, (rep_labels, labels), 1.0)
+    r, c = linear_sum_assignment(-tab)
+    dest = tab.argmax(1)
+    dest[r] = c
+    size_new, size_old = tab.sum(1), tab.sum(0)
+    jac = tab[r, c] / np.maximum(size_new[r] + size_old[c] - tab[r, c], 1e-300)
+    found = np.zeros(n_st, bool)
+    found[c[jac >= 0.5]] = True
+    pop_new = np.bincount(rep_labels, w, minlength=n_new) / max(w.sum(), 1e-300)
+    return np.bincount(dest, pop_new, minlength=n_st), found
+
+
+def _map_centres(z, y, labels, peak_points, h, st):
+    """Latent point of each map state: the mean latent of the state's
+    particles within one kernel width of its deepest map cell, kept if it
+    maps back into the state, else the state's particle nearest that cell."""
+    out = np.empty((len(peak_points), z.shape[1]))
+    for s, p in enumerate(peak_points):
+        mine = np.nonzero(labels == s)[0]
+        r2 = (((y[mine] - p) / h) ** 2).sum(1)
+        near = mine[r2 <= 1.0]
+        if len(near):
+            out[s] = np.asarray(z[near], np.float64).mean(0)
+            if st.predict(out[s])[0] == s:
+                continue
+        out[s] = np.asarray(z[mine[np.argmin(r2)]], np.float64)
+    return out
 
 
 def _centres(st, zf, node_lab, basins, order):

@@ -11,11 +11,16 @@ file they came from).  Selections combine with ``&`` / ``|``.
   of a 2D embedding (points on the boundary count as inside).
 * ``select_free_energy(dG, max_dG)`` -- particles where dG <= max_dG
   (same units as dG); NaN never selected.
+* ``select_ball(z, centre, radius)`` -- latents within a Euclidean radius of
+  a point (boundary included).
+* ``select_mask(selection, ...)`` -- one of the above chosen by a
+  ``Selection`` (what the *subset from landscape* protocol offers).
 * ``write_indices`` / ``read_indices`` -- plain text, one index per line
   (0-based unless ``one_based``), with a ``#`` comment header.
 * ``export_star(particles, indices, out)`` -- the subset as a RELION .star
   (``core.particles.write_particles_star(pset.subset(idx))``).
 """
+import enum
 import os
 
 import numpy as np
@@ -89,6 +94,62 @@ def select_free_energy(dG, max_dG):
     dG = np.asarray(dG, dtype=np.float64)
     with np.errstate(invalid='ignore'):
         return np.isfinite(dG) & (dG <= float(max_dG))
+
+
+def select_ball(z, centre, radius):
+    """Particles whose latent ``z`` (N, K) lies within ``radius`` of ``centre``
+    (K,) (Euclidean, boundary included)."""
+    z = np.asarray(z, dtype=np.float64)
+    z = z[:, None] if z.ndim == 1 else z
+    c = np.atleast_1d(np.asarray(centre, dtype=np.float64))
+    if z.ndim != 2 or c.shape != (z.shape[1],):
+        raise ValueError('The centre has %d coordinates but the latents have %s dimensions.'
+                         % (c.size, z.shape[1] if z.ndim == 2 else '?'))
+    if not float(radius) > 0:
+        raise ValueError('The radius must be positive; got %s.' % radius)
+    return np.linalg.norm(z - c[None], axis=1) <= float(radius)
+
+
+class Selection(enum.IntEnum):
+    """Kinds of particle selection (the values are the protocol's choice indices)."""
+    STATES = 0
+    BOX = 1
+    POLYGON = 2
+    FREE_ENERGY = 3
+    BALL = 4
+
+
+def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=None,
+                box=None, polygon=None, max_dG=None, center=None, radius=None):
+    """Boolean mask (N,) of one selection (a ``Selection``, its value or name).
+
+    * STATES: ``states`` (N,) labels that are in ``state_ids`` (same
+      numbering, e.g. 1-based in Scipion; ids without particles select none);
+    * BOX: ``zred`` (N, >=2) inside ``box`` = (xmin, xmax, ymin, ymax);
+    * POLYGON: ``zred`` inside ``polygon`` (V, 2) (boundary included);
+    * FREE_ENERGY: ``dG`` (N,) <= ``max_dG`` (NaN never selected);
+    * BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,).
+    """
+    if isinstance(selection, str):
+        try:
+            selection = Selection[selection.upper()]
+        except KeyError:
+            raise ValueError('Unknown selection %r: use one of %s.' % (
+                selection, ', '.join(s.name.lower() for s in Selection))) from None
+    try:
+        selection = Selection(selection)
+    except ValueError:
+        raise ValueError('Unknown selection %r' % (selection,)) from None
+    if selection == Selection.STATES:
+        return np.isin(np.asarray(states), np.asarray(state_ids, dtype=int))
+    if selection == Selection.BOX:
+        xmin, xmax, ymin, ymax = box
+        return select_box(zred, [xmin, ymin], [xmax, ymax])
+    if selection == Selection.POLYGON:
+        return select_polygon(zred, polygon)
+    if selection == Selection.FREE_ENERGY:
+        return select_free_energy(dG, max_dG)
+    return select_ball(z, center, radius)
 
 
 def write_indices(path, indices, one_based=False, header=None):

@@ -86,3 +86,70 @@ class CurveDecoder:
         d = (self.b - self.a).ravel()
         x = np.asarray(positions).reshape(len(positions), -1) - self.a.ravel()
         return x @ d / (d @ d)
+
+
+# ------------------------------------------------------- latent test beds
+
+BED_STATES = {  # kind -> (populations, positions on the path or plane)
+    'three': ((0.4, 0.2, 0.4), (0.1, 0.5, 0.9)),
+    'two': ((0.6, 0.4), (0.2, 0.8)),
+    'uniform': ((1.0,), None),
+    'plane': ((0.45, 0.35, 0.2), ((0.0, 0.0), (3.0, 0.0), (1.5, 2.6))),
+}
+
+
+@dataclass
+class LatentBed:
+    latents: np.ndarray      # (N, dim)
+    labels: np.ndarray       # (N,) generating state (0 for 'uniform')
+    populations: np.ndarray  # (S,) generating populations (the truth)
+    outliers: np.ndarray     # (N,) bool, particles replaced by outliers
+    sigma: np.ndarray        # (N,) per-particle latent noise s.d.
+    kind: str
+
+
+def latent_bed(kind='three', n=2000, dim=6, noise=0.45, seed=0, outliers=0.01,
+               width=0.05):
+    """Latents shaped like a trained model's, with a known answer.
+
+    * 'three' / 'two' / 'uniform': a 1D coordinate c on [0, 1] -- states at
+      ``BED_STATES`` (Gaussian, s.d. ``width``) or uniform -- mapped on a
+      curved path: an arc of radius 3 over 2 rad in the first two latent
+      dimensions, smooth bends of amplitude 0.3-0.6 in the others.
+    * 'plane': three Gaussian basins (s.d. 0.45) in a 2D coordinate, on a
+      curved sheet rotated into ``dim`` dimensions.
+
+    Every particle gets isotropic noise with its own s.d. (heteroscedastic,
+    like posterior uncertainty): ``noise`` x lognormal(0, 0.35) x (0.7 +
+    0.6 c) (it grows along the path).  A fraction ``outliers`` of the
+    particles is replaced by points uniform in a box 1.4 x the data's.
+    """
+    if kind not in BED_STATES:
+        raise ValueError("Unknown test bed '%s': use %s." % (kind, ', '.join(BED_STATES)))
+    if dim < 2 or (kind == 'plane' and dim < 4):
+        raise ValueError('The test beds need dim >= 2 (plane: >= 4).')
+    r = np.random.default_rng(seed)
+    pops, pos = (np.asarray(v, float) if v is not None else None for v in BED_STATES[kind])
+    n = int(n)
+    lab = r.choice(len(pops), n, p=pops)
+    if kind == 'plane':
+        ab = pos[lab] + 0.45 * r.standard_normal((n, 2))
+        a, b = ab[:, 0], ab[:, 1]
+        sheet = np.c_[a, b, 0.15 * (a - 1.5) ** 2, 0.1 * a * b, np.zeros((n, dim - 4))]
+        q = np.linalg.qr(np.random.default_rng(77).standard_normal((dim, dim)))[0]
+        base, c = sheet @ q.T, np.full(n, 0.5)
+    else:
+        c = r.uniform(0, 1, n) if pos is None else pos[lab] + width * r.standard_normal(n)
+        g = np.random.default_rng(1000 + dim)
+        freq, phase = g.uniform(0.6, 1.4, dim), g.uniform(0, 2 * np.pi, dim)
+        amp = g.uniform(0.3, 0.6, dim)
+        base = np.empty((n, dim))
+        base[:, 0], base[:, 1] = 3.0 * np.cos(2.0 * c), 3.0 * np.sin(2.0 * c)
+        for j in range(2, dim):
+            base[:, j] = amp[j] * np.sin(np.pi * freq[j] * c + phase[j])
+    sig = noise * np.exp(0.35 * r.standard_normal(n)) * (0.7 + 0.6 * c)
+    z = base + sig[:, None] * r.standard_normal((n, dim))
+    out = r.random(n) < outliers
+    lo, hi = z.min(0), z.max(0)
+    z[out] = lo - 0.2 * (hi - lo) + 1.4 * (hi - lo) * r.random((int(out.sum()), dim))
+    return LatentBed(z, lab, pops, out, sig, kind)

@@ -27,5 +27,7 @@ larger latent mostly adds noise dimensions (on the project's 2,000-particle
 bar data the first principal axis ranks particles equally well at K = 1 and
 K = 4, close to the information bound), while 4 leaves room for more than
 one independent motion on real data.  The cryoTWIN setting (K = 8, C = 100,
-T = 3, beta = 1/8) is one option away (``--zdim 8``).
+T = 3, beta = 1/8) is two options away (``--zdim 8 --beta 0.125``); the
+default beta is 1 (``core.settings.TrainSettings``), the weight every
+benchmark was measured with.
 """

@@ -74,7 +74,7 @@ def check_settings(cfg):
     Only values that cannot work are refused (a latent dimension below 1,
     no epoch, a batch of no particle, a non-positive learning rate, negative
     loss weights, ...); batches larger than the set are reduced by the
-    engine, with a warning.
+    trainer (core.training), with a warning.
     """
     def num(key):
         v = cfg.get(key)

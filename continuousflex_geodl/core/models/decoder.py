@@ -39,14 +39,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-
-def knn_graph(positions, k):
-    """Indices (N, k) of the k nearest neighbours (self included first)."""
-    from scipy.spatial import cKDTree
-    pos = np.asarray(positions, dtype=np.float64)
-    k = min(k, len(pos))
-    _, idx = cKDTree(pos, compact_nodes=False).query(pos, k=k)
-    return idx.reshape(len(pos), k)
+from ..cloud import knn_graph, weighted_kmeans
+from .pose import axis_angle_to_matrix
 
 
 def fourier_features(x, n_freq):
@@ -157,9 +151,8 @@ class PointDecoder(nn.Module, _GraphMixin):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
         if conditioning == 'segments':
-            from .reference import weighted_kmeans
             S = int(min(n_segments, len(ref)))
-            c, _ = weighted_kmeans(ref.numpy(), np.ones(len(ref)), S, seed=seed)
+            c, _ = weighted_kmeans(ref.numpy(), np.ones(len(ref)), S, seed=seed, trials=1)
             S = len(c)
             self.n_segments = S
             c = torch.as_tensor(c, dtype=torch.float32)
@@ -212,7 +205,6 @@ class PointDecoder(nn.Module, _GraphMixin):
             phi = self.smooth(phi.reshape(1, -1, self.nout * self.rank)).view_as(phi)
             out = torch.einsum('nch,bh->bnc', phi, self.coef(z))
         if self.conditioning == 'segments':
-            from .pose import axis_angle_to_matrix
             B, S = z.shape[0], self.n_segments
             w = torch.softmax(self.seg_logits0 + self.seg_head(h), dim=-1)  # (N, S)
             m = self.seg_motion(z).view(B, S, 6)

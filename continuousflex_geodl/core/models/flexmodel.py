@@ -17,42 +17,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..settings import ModelSettings
 from . import imaging
 from .decoder import ModeDecoder, PointDecoder
 from .encoder import Encoder
+from .nma import anm_modes
 from .pose import PoseCorrection
 from .prior import make_prior
 
-#: defaults of every model setting (see ``engine.TrainConfig`` for training ones)
-MODEL_DEFAULTS = dict(
-    zdim=4,                 # latent dimension
-    prior='gmm',            # 'gmm' (cryoTWIN) or 'gaussian' (VAE KL)
-    gmm_components=100,
-    gmm_box=3.0,            # T, side of the integration box
-    decoder='free',         # 'free' (point network) or 'nma' (normal-mode basis)
-    dec_width=64,
-    dec_conv=2,
-    dec_k=16,
-    dec_amplitudes=False,
-    dec_smooth=1,
-    dec_conditioning='segments',
-    dec_rank=32,
-    dec_segments=16,
-    nma_modes=0,            # decoder basis size when decoder == 'nma'
-    encoder_inputs='modes+image',
-    enc_modes=16,           # modes used for the encoder's linearised features
-    enc_resolution=8.0,     # A, low-pass / crop of the encoder inputs
-    enc_width=128,
-    mode_lambda=0.25,       # ridge (1 / A^2) of the linearised amplitude estimate
-    loss_resolution=None,   # A; None -> auto (see loss_resolution()), 0 -> Nyquist
-    refine_poses=False,
-    ctf=True,               # False: trained on CTF-free images (train --no-ctf)
-    n_particles=0,
-    box=None,
-    apix=None,
-    sigma=None,
-    seed=0,
-)
+#: defaults of every model setting (training ones: ``training.config.TRAIN_DEFAULTS``);
+#: defined, with units and help, in ``core.settings.ModelSettings``
+MODEL_DEFAULTS = ModelSettings.defaults()
 
 
 def loss_resolution(value, apix, sigma):
@@ -250,3 +225,20 @@ class FlexModel(nn.Module):
         if isinstance(self.decoder, ModeDecoder):
             out['dec_modes'] = self.decoder.modes.cpu().numpy()
         return out
+
+
+def build_model(model_cfg, positions, amplitudes, enc_modes=None, dec_modes=None):
+    """FlexModel from settings and reference arrays; computes the normal-mode
+    bases it needs when not given (deterministic: the weights are
+    initialised from ``seed``)."""
+    cfg = dict(MODEL_DEFAULTS)
+    cfg.update(model_cfg)
+    inputs = str(cfg['encoder_inputs'])
+    if 'modes' in inputs and enc_modes is None:
+        enc_modes, _ = anm_modes(positions, n_modes=int(cfg['enc_modes']))
+    if cfg['decoder'] == 'nma' and dec_modes is None:
+        n = int(cfg['nma_modes']) or 10
+        cfg['nma_modes'] = n
+        dec_modes, _ = anm_modes(positions, n_modes=n)
+    torch.manual_seed(int(cfg['seed']))
+    return FlexModel(cfg, positions, amplitudes, enc_modes, dec_modes)

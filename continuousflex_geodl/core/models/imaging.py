@@ -15,6 +15,12 @@ Conventions are those of ``core``: the image-formation filter is ``-C``
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as Fnn
+
+from ..ctf import compute_ctf
+from ..geometry import euler_to_matrix
+from ..render import pixel_coordinates, project
 
 _FREQ_CACHE = {}
 
@@ -33,7 +39,6 @@ def crop_box_for_resolution(box, apix, resolution):
 
 def freq_grid(box, apix, device=None):
     """(D, D, 2) torch float32 frequencies (fx, fy) in 1/A, unshifted layout."""
-    import torch
     key = (int(box), float(apix), str(device))
     if key not in _FREQ_CACHE:
         f = torch.fft.fftfreq(int(box), d=float(apix))
@@ -50,8 +55,6 @@ def ctf_values(ctf_params, box, apix, device=None):
     phase shift deg.  ``None`` gives an all-(-1) "CTF" (filter -C = 1, i.e. no
     CTF) of batch size 1 that broadcasts.
     """
-    import torch
-    from ..ctf import compute_ctf
     freqs = freq_grid(box, apix, device)
     if ctf_params is None:
         return -torch.ones((1, box, box), dtype=torch.float32, device=device)
@@ -64,7 +67,6 @@ def ctf_values(ctf_params, box, apix, device=None):
 
 def fourier_crop(F, out_box):
     """Keep the central ``out_box`` frequencies of (B, D, D) unshifted spectra."""
-    import torch
     D = F.shape[-1]
     if out_box == D:
         return F
@@ -75,7 +77,6 @@ def fourier_crop(F, out_box):
 
 def fourier_shift(F, shifts, box, apix):
     """Translate images by ``shifts`` (B, 2) A: multiply by exp(-2 pi i f.t)."""
-    import torch
     freqs = freq_grid(box, apix, F.device)
     phase = -2 * math.pi * (freqs[..., 0] * shifts[:, 0, None, None]
                             + freqs[..., 1] * shifts[:, 1, None, None])
@@ -88,7 +89,6 @@ def lowpass_weights(box, apix, resolution=None, edge=0.15, device=None):
     ``edge`` is the relative width of the soft edge.  ``None`` keeps all
     frequencies up to Nyquist (corners included).
     """
-    import torch
     f = freq_grid(box, apix, device)
     s = torch.sqrt((f ** 2).sum(-1))
     if resolution is None:
@@ -101,7 +101,6 @@ def lowpass_weights(box, apix, resolution=None, edge=0.15, device=None):
 
 def circular_mask(box, radius_frac=0.9, edge_px=3.0, device=None):
     """(D, D) soft disc of radius ``radius_frac * D / 2`` pixels (cosine edge)."""
-    import torch
     c = torch.arange(box, dtype=torch.float32, device=device) - box // 2
     r = torch.sqrt(c[None, :] ** 2 + c[:, None] ** 2)
     r0 = radius_frac * box / 2.0
@@ -111,7 +110,6 @@ def circular_mask(box, radius_frac=0.9, edge_px=3.0, device=None):
 
 def image_spectra(images, box_out=None):
     """Ortho FFT of real images (B, D, D), optionally cropped to ``box_out``."""
-    import torch
     F = torch.fft.fft2(images, norm='ortho')
     return F if box_out is None else fourier_crop(F, box_out)
 
@@ -125,8 +123,6 @@ def render_fourier(positions, amplitudes, sigma, rotations, box, apix, shifts,
     ortho FFT, scaled by ``full_box / d`` (so it matches ``image_spectra`` of
     full-size images cropped to d) and multiplied by ``-ctf``.
     """
-    import torch
-    from ..render import project
     img = project(positions, amplitudes, sigma, rotations, box, apix, shifts=shifts)
     F = torch.fft.fft2(img, norm='ortho') * (float(full_box) / box)
     if ctf is not None:
@@ -141,9 +137,6 @@ def rotate_inplane(images, psi_deg):
     rotated in-plane; this samples it back (bilinear) so that the result is
     the projection at (rot, tilt, 0).
     """
-    import torch
-    import torch.nn.functional as Fnn
-    from ..geometry import euler_to_matrix
     B, d, _ = images.shape
     z = torch.zeros_like(psi_deg)
     Rp = euler_to_matrix(z, z, psi_deg)[:, :2, :2].to(images.dtype)  # u = Rp u0
@@ -169,8 +162,6 @@ def mode_jacobian_spectra(positions, amplitudes, sigma, rotations, box, apix,
     ``gx' = gx (x - u) / sigma^2``; then the same Fourier scaling and ``-C``
     as ``render_fourier``.
     """
-    import torch
-    from ..render import pixel_coordinates
     B = rotations.shape[0]
     N, _, M = modes.shape
     grid = pixel_coordinates(box, apix, positions.dtype, positions.device)

@@ -11,12 +11,16 @@ Returned modes have shape (N, 3, M), ordered by frequency, each normalised to
 unit RMS displacement per atom (``sum |v|^2 = N``): an amplitude of 1 moves
 atoms by 1 A RMS.
 """
+import os
+
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
+from scipy.spatial import cKDTree
 
 
 def default_cutoff(positions, k=12):
     """Distance (A) reaching about ``k`` neighbours per atom (median), >= 8 A."""
-    from scipy.spatial import cKDTree
     pos = np.asarray(positions, dtype=np.float64)
     k = min(k, len(pos) - 1)
     d, _ = cKDTree(pos, compact_nodes=False).query(pos, k=k + 1)
@@ -25,8 +29,6 @@ def default_cutoff(positions, k=12):
 
 def anm_hessian(positions, cutoff, gamma=1.0):
     """Sparse (3N, 3N) ANM Hessian (scipy.sparse CSR)."""
-    import scipy.sparse as sp
-    from scipy.spatial import cKDTree
     pos = np.asarray(positions, dtype=np.float64)
     n = len(pos)
     pairs = np.array(sorted(cKDTree(pos, compact_nodes=False).query_pairs(cutoff)), dtype=np.int64)
@@ -82,7 +84,6 @@ def anm_modes(positions, n_modes=16, cutoff=None, gamma=1.0, max_atoms=3000):
             w, v = np.linalg.eigh(H.toarray())
             w, v = w[:n_modes + 12], v[:, :n_modes + 12]
         else:
-            from scipy.sparse.linalg import eigsh
             w, v = eigsh(H, k=n_modes + 12, sigma=-1e-3 * gamma, which='LM')
             o = np.argsort(w)
             w, v = w[o], v[:, o]
@@ -101,7 +102,6 @@ def anm_modes(positions, n_modes=16, cutoff=None, gamma=1.0, max_atoms=3000):
 
 
 def _interpolate_modes(src, modes, dst, k=8):
-    from scipy.spatial import cKDTree
     d, idx = cKDTree(src, compact_nodes=False).query(dst, k=k)
     h = np.median(d[:, 1]) + 1e-6
     w = np.exp(-(d / h) ** 2)
@@ -122,8 +122,6 @@ def modes_on_cloud(path, positions, max_gap=None):
     from a pseudo-atom to the nearest mode atom above ``max_gap`` A,
     default 10 A): a sign of different frames.
     """
-    import os
-    from scipy.spatial import cKDTree
     if not os.path.exists(path):
         raise FileNotFoundError("Normal-mode file not found: '%s'" % path)
     try:

@@ -10,6 +10,11 @@ the box / noise variance).  Conventions are those of ``core``.
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..ctf import compute_ctf, frequency_grid
+from ..geometry import matrix_to_euler, random_rotations
+from ..render import project
 
 
 @dataclass
@@ -84,10 +89,6 @@ def make_toy_particles(n=512, box=48, apix=2.5, n_atoms=300, sigma=None,
     image / rendered projection of ``amplitudes``; the noise has unit
     variance), ``deform`` (a function s -> (N, 3) positions).
     """
-    import torch
-    from ..ctf import compute_ctf, frequency_grid
-    from ..geometry import random_rotations, matrix_to_euler
-    from ..render import project
     rng = np.random.default_rng(seed)
     size = size if size is not None else 0.22 * box * apix
     sigma = sigma if sigma is not None else 1.5 * apix

@@ -1,0 +1,26 @@
+"""Pose-free route: global pose search of particles against a reference.
+
+``search_poses(pset, reference)`` (``core.poses.search``) assigns every
+particle a rotation, a shift and a confidence by a coarse-to-fine search over
+SO(3) x shifts with frequency marching, CTF-aware, batched in torch;
+``posed_particles`` puts them on a copy of the particle set, and the
+``continuousflex-geodl poses`` command writes it as a RELION 3.1 star.
+
+Star columns written (besides rlnAngleRot/Tilt/Psi and rlnOriginX/YAngst
+with RELION's sign, origin = -t):
+
+* ``_cfgeodlPoseConfidence`` -- posterior mass, under the Gaussian
+  likelihood with the best template scale, of the best pose's basin among
+  the K refined candidates (0-1; like RELION's
+  ``_rlnMaxValueProbDistribution`` but summed over the basin).  About 1/K
+  for images that carry no signal; drop particles with low values.
+* ``_cfgeodlPoseScore`` -- matched-filter statistic of the best pose,
+  ``Re<h, X> / (||h|| noise_sd)`` with h the CTF-modulated projection (noise
+  standard deviations; ~ sqrt(2 x log-likelihood ratio)).
+
+Grids and conventions: ``core.poses.grids``.
+"""
+from .grids import geodesic_deg, local_offsets, shift_grid, so3_grid  # noqa: F401
+from .search import (CONFIDENCE_LABEL, SCORE_LABEL, PoseSearchResult,  # noqa: F401
+                     estimate_noise_sd, plan_stages, posed_particles, refine_poses,
+                     search_poses)
