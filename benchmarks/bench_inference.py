@@ -27,8 +27,10 @@ Writes ``benchmarks/report/inference.md`` and ``inference.json``.  Usage::
     python benchmarks/bench_inference.py --skip-adam       # no before/after run
 
 cryoDRGN must be installed first: ``python3 benchmarks/cryodrgn_runner.py
---install``.  Ratios are wall-time ratios of runs made back to back; on a
-shared machine the table also gives each ratio's range over the repeats.
+--install``.  Ratios are wall-time ratios of runs made back to back (each
+round's ratio is listed) and CPU-time ratios (user + system seconds of the
+command and its children, ``common.run_measured``): on a shared, loaded
+machine wall times swing with the load, CPU times much less.
 """
 import argparse
 import os
@@ -112,8 +114,9 @@ def time_runs(p, a, rnd):
     os.makedirs(d, exist_ok=True)
     r = cr.infer(p['star'], p['prep'], os.path.join(p['cryodrgn'], 'train'),
                  threads=a.threads)
-    out['cryodrgn_eval_images'] = dict(wall_s=r['wall_s'], load_avg=r['load_avg'],
-                                       peak_rss_mb=r['peak_rss_mb'], z=r['z_path'])
+    out['cryodrgn_eval_images'] = dict(wall_s=r['wall_s'], cpu_s=r['cpu_s'],
+                                       load_avg=r['load_avg'], peak_rss_mb=r['peak_rss_mb'],
+                                       z=r['z_path'])
     runs = [('ours_default', _cli('infer', '--model', p['model'], '--particles', p['star'],
                                   '--out', os.path.join(d, 'z_default.npy'),
                                   '--threads', a.threads)),
@@ -126,7 +129,8 @@ def time_runs(p, a, rnd):
                       os.path.join(d, 'z_adam30.npy'), a.threads]))
     for name, cmd in runs:
         m = run_measured(cmd, os.path.join(d, name + '.log'), env=_ours(a.threads), cwd=REPO)
-        out[name] = dict(wall_s=m['wall_s'], load_avg=[m['load_avg_start'], m['load_avg_end']],
+        out[name] = dict(wall_s=m['wall_s'], cpu_s=m['cpu_s'],
+                         load_avg=[m['load_avg_start'], m['load_avg_end']],
                          peak_rss_mb=m['peak_rss_mb'], z=cmd[cmd.index('--out') + 1]
                          if '--out' in cmd else cmd[-2])
     for v in out.values():
@@ -162,10 +166,15 @@ def bench_box(box, n, a):
         w = np.array([r[name]['wall_s'] for r in rounds])
         ratio = np.array([r['cryodrgn_eval_images']['wall_s'] / r[name]['wall_s']
                           for r in rounds])
+        cpu_ratio = np.array([r['cryodrgn_eval_images']['cpu_s'] / r[name]['cpu_s']
+                              for r in rounds])
         summary[name] = dict(wall_s_median=float(np.median(w)), wall_s=w.tolist(),
                              images_per_s=float(n / np.median(w)),
                              speedup_vs_cryodrgn_median=float(np.median(ratio)),
-                             speedup_vs_cryodrgn=ratio.tolist(), **acc[name])
+                             speedup_vs_cryodrgn=ratio.tolist(),
+                             cpu_s_median=float(np.median([r[name]['cpu_s'] for r in rounds])),
+                             cpu_speedup_vs_cryodrgn_median=float(np.median(cpu_ratio)),
+                             **acc[name])
     from continuousflex_geodl.core.artifacts import ModelDir
     our_epochs = len(ModelDir(p['model']).read_history())
     return dict(box=box, apix=APIX[box], n_particles=n, rounds=rounds, our_epochs=our_epochs,
@@ -191,13 +200,15 @@ def markdown(res, a):
     for b in res['boxes']:
         lines += ['## %d px (%.1f A/px), %d particles; our model: %d epochs'
                   % (b['box'], b['apix'], b['n_particles'], b['our_epochs']), '',
-                  '| run | wall s (median) | images/s | speed-up vs eval_images (median; '
-                  'per round) | abs Spearman PC1 | kNN error |', '|---|---|---|---|---|---|']
+                  '| run | wall s (median) | images/s | speed-up vs eval_images, wall (median; '
+                  'per round) | CPU s (median) | speed-up, CPU time | abs Spearman PC1 | '
+                  'kNN error |', '|---|---|---|---|---|---|---|---|']
         for name, s in b['summary'].items():
-            lines.append('| %s | %.1f | %.0f | %.2fx (%s) | %.4f | %.4f |' % (
+            lines.append('| %s | %.1f | %.0f | %.2fx (%s) | %.1f | %.2fx | %.4f | %.4f |' % (
                 labels.get(name, name), s['wall_s_median'], s['images_per_s'],
                 s['speedup_vs_cryodrgn_median'],
                 ', '.join('%.2f' % x for x in s['speedup_vs_cryodrgn']),
+                s['cpu_s_median'], s['cpu_speedup_vs_cryodrgn_median'],
                 s['spearman_pc1'], s['knn_error']))
         lines += ['', 'Load average before/after each run:', '']
         for i, r in enumerate(b['rounds']):

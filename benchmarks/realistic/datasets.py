@@ -181,6 +181,7 @@ def make_sets(root, n=2000, box=64, apix=2.0, snrs=(0.1, 0.03), seed=0, pops=Non
                             n_particles=n, n_frames=len(pc), seed=seed, noise_sigma=sigma,
                             signal_var=sig_var, bfactor=BFACTOR, ctf_pad=PAD,
                             stack='Stacks/' + stack, n_atoms=int(len(adk['elements'])),
+                            path_smoothing_sd_frames=float(adk.get('smooth_sd_frames', 0.0)),
                             state_counts=np.bincount(st[st >= 0]).tolist() if pop != 'uniform'
                             else [],
                             pose_error=None if poses == 'exact' else dict(

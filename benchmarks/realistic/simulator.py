@@ -17,9 +17,12 @@ Physics and conventions
   integral is ``f(0) = sum_k a_k``.  Hydrogens may be folded onto their
   heavy atom ("united atom": ``n_H`` times the hydrogen terms at the heavy
   atom's position).
-* **Projection.**  Analytic and exact per pixel: every Gaussian term is
-  integrated over each pixel's area (products of error-function
-  differences), on a window of +/- 5 sigma around the atom.
+* **Projection.**  Analytic per pixel: every Gaussian term is integrated
+  over each pixel's area (products of error-function differences), on a
+  window of +/- 5 sigma around the atom.  The 1D pixel integrals are read
+  from a table over the atom's sub-pixel offset, linearly interpolated
+  (relative error ~1e-7 against the direct error functions, ``exact=True``);
+  ``fast=True`` (the oracle) reads the nearest table entry (~2e-5).
 * **Orientation.**  ZYZ Euler angles (rot, tilt, psi) in degrees, RELION's
   ``Euler_angles2matrix``: ``A = Rz(psi) Ry(tilt) Rz(rot)`` with
   ``Rz(a) = [[c, s, 0], [-s, c, 0], [0, 0, 1]]``,

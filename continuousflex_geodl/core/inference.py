@@ -7,6 +7,10 @@
   means, computed in chunks (streamed from the image stack); with ``out``
   (a ``.npy`` path) written to an open_memmap chunk by chunk and renamed
   atomically at the end.
+* ``refine_latents(model, pset, z0)`` -- per-particle posterior modes from
+  the encoder latents: batched Gauss-Newton (Levenberg-Marquardt) steps with
+  per-particle early stopping (converged particles leave the batch, which
+  is refilled); about 1-3 steps per particle.
 * ``decode_positions(model, z)`` -- (M, N, 3) deformed pseudo-atom positions
   (A, about the box centre).
 * ``decode_volumes(model, z, box, apix)`` -- (M, D, D, D) rendered densities
@@ -20,11 +24,11 @@ import torch
 from . import runtime
 from .artifacts import ModelDir
 from .fileio import atomic_npy_memmap
+from .io.latents import as_latent_points
 from .models.data import check_particles, make_batch
 from .models.flexmodel import build_model
 from .render import render_volume
-from .settings import InferSettings, TrainSettings, settings_only
-from .training.config import split_settings
+from .settings import InferSettings, TrainSettings, settings_only, split_settings
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +79,7 @@ def infer_latents(model, pset, batch_size=InferSettings.batch_size, out=None, pr
 
 
 def _as_latents(model, z):
-    z = np.asarray(z, dtype=np.float32)
-    if z.ndim == 1:
-        z = z[None]
-    if z.ndim != 2 or z.shape[1] != model.zdim:
-        raise ValueError('Latent points must be an (M, %d) array for this model; got '
-                         'shape %s.' % (model.zdim, z.shape))
-    return z
+    return as_latent_points(z, model.zdim, np.float32, 'this model')
 
 
 def decode_positions(model, z, batch_size=64):
@@ -124,6 +122,19 @@ def decode_volumes(model, z, box=None, apix=None):
     return vols
 
 
+def make_decoder(model_dir, device='cpu', volumes=True):
+    """dict(decode_fn, volume_fn, apix, amplitudes, model) of the trained model
+    in ``model_dir`` (what ``landscape.series.decode_series`` and the
+    landscape commands decode latents with); None without ``model_dir``."""
+    if not model_dir:
+        return None
+    model = load_model(model_dir, device=device)
+    amp = decode_amplitudes(model, np.zeros((1, model.zdim), np.float32))[0]
+    return dict(decode_fn=lambda z: decode_positions(model, z),
+                volume_fn=(lambda z: decode_volumes(model, z)) if volumes else None,
+                apix=float(model.apix), amplitudes=amp, model=model)
+
+
 def _latent_cost(prior, z):
     """Prior cost of latents in nats, (B,): the training rate for the cryoTWIN
     prior (``-log Q(z)``, the mixture mass in the box around z), ``-log P(z)``
@@ -163,9 +174,9 @@ def refine_latents(model, pset, z0, steps=InferSettings.refine_steps,
       and keeps a step only where it lowers that particle's objective
       (otherwise the particle's damping grows).  A particle stops when a
       full Gauss-Newton step would lower its objective by less than ``tol``
-      nats (half its Newton decrement ``g^T H^-1 g``), when a step lowered
-      it by less than ``tol``, when no step lowers it any more (4 rejected
-      steps in a row), or after ``steps`` steps; converged particles leave the
+      nats (half its Newton decrement ``g^T H^-1 g``), when an undamped
+      step lowered it by less than ``tol``, when no step lowers it any more
+      (6 rejected steps in a row), or after ``steps`` steps; converged particles leave the
       batch and the batch is refilled from the remaining particles, so it
       stays full.  ``lr`` is not used.
     * ``'adam'``: the former scheme, ``steps`` Adam steps of size ``lr``
@@ -315,9 +326,9 @@ def _refine_adam(ctx, load, out, steps, lr, batch_size, progress, info):
 #: than 1e-3 (round-off) on a trained 64-px model; 3e-2 is no better
 _FD_STEP = 1e-2
 #: Levenberg-Marquardt damping: start and factor; after _LM_REJECTS steps in
-#: a row that do not lower its objective (damping 10^4 x), a particle is at a
+#: a row that do not lower its objective (damping 10^6 x), a particle is at a
 #: minimum to within the precision of the model
-_LM_START, _LM_FACTOR, _LM_REJECTS = 1e-3, 10.0, 4
+_LM_START, _LM_FACTOR, _LM_REJECTS = 1e-3, 10.0, 6
 
 
 def _refine_gauss_newton(ctx, load, out, max_iter, tol, batch_size, progress, info):
@@ -382,9 +393,11 @@ def _refine_gauss_newton(ctx, load, out, max_iter, tol, batch_size, progress, in
                 info['iterations'][pool['idx'].cpu().numpy()] += 1
             pool['it'] += 1
             acc = ev['obj'] <= pool['obj']
-            # converged: an accepted step lowered the objective by less than
-            # tol, or no step lowers it any more
-            stop = (acc & (pool['obj'] - ev['obj'] < tol)) | \
+            # converged: an undamped step (no rejection before it) lowered the
+            # objective by less than tol, or no step lowers it any more (a
+            # damped step is short by construction: its small decrease says
+            # nothing about the distance to the minimum)
+            stop = (acc & (lam <= _LM_START) & (pool['obj'] - ev['obj'] < tol)) | \
                 (~acc & (pool['rej'] + 1 >= _LM_REJECTS))
             pool['rej'] = torch.where(acc, torch.zeros_like(pool['rej']), pool['rej'] + 1)
             pool['z'] = torch.where(acc[:, None], z_new, pool['z'])
@@ -417,13 +430,15 @@ def _retire(pool, finished, converged, out, info, done, progress, n):
         info['converged'][idx] = converged[fin].cpu().numpy()
     keep = torch.nonzero(~finished).squeeze(1)
     pool = {k: v[keep] for k, v in pool.items()}
-    _report(progress, done + len(idx), n)
+    if progress:
+        every = max(1, n // 10)
+        if (done + len(idx)) // every != done // every or done + len(idx) == n:
+            _report(progress, done + len(idx), n)
     return pool, done + len(idx)
 
 
 def _evaluate(ctx, z, b):
     """Objective (B,) float64 and scaled model spectra G0 at latents z."""
-    import torch
     G0 = ctx.spectra(z.float(), b['rot'], b['shifts'], b['ctf'])
     r = b['target'] - G0
     nll = (r.real ** 2 + r.imag ** 2).sum((-2, -1)).double()

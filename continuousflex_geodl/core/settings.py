@@ -4,7 +4,7 @@ Each group of settings is a frozen dataclass whose fields carry the default,
 a help text and a unit (``dataclasses.fields(cls)[i].metadata``).  The
 command line (``core.commands``), the Scipion forms (``protocols``), the
 core functions and ``constants.py`` take their defaults and choices from
-here; ``tests/test_settings.py`` compares all of them and fails on any
+here; ``tests/core/test_settings.py`` compares all of them and fails on any
 difference.
 
 =========================  ====================================================
@@ -17,6 +17,7 @@ difference.
 ``SimulateSettings``       synthetic particle sets with ground truth
 ``LandscapeSettings``      embedding, free energy and states (``landscape analyze``)
 ``PathSettings``           pathways (``landscape path``)
+``ExploreSettings``        the interactive landscape explorer (``explore``)
 ``DiagnosticsSettings``    isometry and agreement measures
 =========================  ====================================================
 
@@ -160,6 +161,18 @@ class PathKind(Choice):
     PCA = 'pca'              # along a principal axis
 
 
+class ExplorePathKind(Choice):
+    """Paths drawn in the explorer (``core.landscape.explore``)."""
+    DRAWN = 'drawn'          # along the clicked polyline on the map
+    DENSITY = 'density'      # minimum free-energy path between its first and last points
+
+
+class ExploreInverse(Choice):
+    """From a map point back to a latent in the explorer."""
+    AUTO = 'auto'            # PCA inverse on PCA maps, nearest particles' median otherwise
+    NEIGHBOURS = 'neighbours'  # always the median of the nearest particles
+
+
 #: what a Scipion form shows, by (choice list, value), when not the value itself
 #: (keys are not members: members of different lists with the same value are equal)
 _LABELS = {
@@ -170,7 +183,8 @@ _LABELS = {
 #: every choice list, by name
 CHOICES = {c.__name__: c for c in (Prior, Decoder, DecoderConditioning, EncoderInputs, Loss,
                                    Motion, Population, EmbeddingMethod, StateMethod, StateCount,
-                                   EnergyUnit, Bandwidth, PathKind)}
+                                   EnergyUnit, Bandwidth, PathKind, ExplorePathKind,
+                                   ExploreInverse)}
 
 
 # ---------------------------------------------------------------- settings --
@@ -285,6 +299,13 @@ class ModelSettings(_Settings):
     loss_resolution: float = _f(None, 'highest resolution used in the image loss (unset: '
                                 'where the pseudo-atoms fall to 2% of their amplitude; 0: '
                                 'Nyquist)', 'A')
+    ctf_pad: float = _f(1.0, 'canvas on which the model applies the CTF, as a multiple of '
+                        'the box; above 1 the signal the CTF spreads beyond the box is '
+                        'lost, as in particles extracted from micrographs (2 matches such '
+                        'images 20-200x more closely at 1.5-2.5 um defocus, but did not '
+                        'change the landscape accuracy of the realistic benchmark and '
+                        'trains ~30% slower); 1: CTF applied on the box itself, where that '
+                        'signal wraps around')
     refine_poses: bool = _f(False, 'learn small per-particle rotation and shift corrections')
     ctf: bool = _f(True, 'particles carry a CTF (False: trained on CTF-free images)')
     n_particles: int = _f(0, 'particles of the training set (set by the training)')
@@ -342,10 +363,12 @@ class ReferenceSettings(_Settings):
 class InferSettings(_Settings):
     """Latents of a particle set with a trained model."""
     batch_size: int = _f(256, 'particles per chunk of the encoder')
-    refine_steps: int = _f(30, 'per-particle latent refinement steps after the encoder '
-                           '(about as costly as that many training epochs without the '
-                           'encoder; 0: encoder output only, fastest)')
-    refine_lr: float = _f(0.1, 'step size of the latent refinement (Adam)', 'latent units')
+    refine_steps: int = _f(30, 'most per-particle latent refinement steps after the '
+                           'encoder (batched Gauss-Newton; a particle stops as soon as it '
+                           'has converged, mostly after 1-3 steps; 0: encoder output only, '
+                           'fastest)')
+    refine_lr: float = _f(0.1, "step size of the latent refinement with method='adam' (the "
+                          'default Gauss-Newton refinement does not use it)', 'latent units')
     refine_batch_size: int = _f(128, 'largest batch of the latent refinement')
     prior_weight: float = _f(1.0, 'weight of the prior in the latent refinement')
 
@@ -449,7 +472,22 @@ class PathSettings(_Settings):
 
 #: points along a path of each kind when ``PathSettings.n_points`` is unset
 #: (ridgeline: ``K + 1``); 'line': a straight line between two latent points
-PATH_POINTS = {PathKind.PCA.value: 10, PathKind.DENSITY.value: 20, 'line': 10}
+PATH_POINTS = {PathKind.PCA.value: 10, PathKind.DENSITY.value: 20, 'line': 10,
+               ExplorePathKind.DRAWN.value: 10}
+
+
+@dataclass(frozen=True)
+class ExploreSettings(_Settings):
+    """The interactive landscape explorer (``explore``; points along its
+    paths: ``PathSettings.n_points``)."""
+    path_kind: ExplorePathKind = _f(ExplorePathKind.DRAWN, 'drawn: along the clicked '
+                                    'polyline; density: minimum free-energy path through '
+                                    'the particles between its first and last points',
+                                    choices=ExplorePathKind)
+    inverse: ExploreInverse = _f(ExploreInverse.AUTO, 'map point -> latent: auto (PCA '
+                                 'inverse on PCA maps, median of the nearest particles '
+                                 'otherwise) or neighbours (always the median)',
+                                 choices=ExploreInverse)
 
 
 @dataclass(frozen=True)
@@ -483,19 +521,26 @@ def add_setting(parser, flag, group, name, **kwargs):
             kwargs['type'] = f.type
     kwargs.setdefault('help', group.help(name).replace('%', '%%'))  # argparse %-formats
     action = parser.add_argument(flag, **kwargs)
-    action.setting = (group, name)  # read by tests/test_settings.py
+    action.setting = (group, name)  # read by tests/core/test_settings.py
     return action
+
+
+def add_settings(parser, group, *names):
+    """``add_setting`` for each of ``names``, with the flag ``--name-with-dashes``
+    (the settings' defaults, choices, types and help); returns the actions."""
+    return [add_setting(parser, '--' + n.replace('_', '-'), group, n) for n in names]
 
 
 #: every settings group, by name
 GROUPS = {c.__name__: c for c in (ModelSettings, TrainSettings, ReferenceSettings,
                                   InferSettings, PoseSettings, RuntimeSettings, SimulateSettings,
-                                  LandscapeSettings, PathSettings, DiagnosticsSettings)}
+                                  LandscapeSettings, PathSettings, ExploreSettings,
+                                  DiagnosticsSettings)}
 
 
 # -------------------------------------------------------------- config.json --
 #: schema of config.json written now; configs without ``config_schema`` are 1
-CONFIG_SCHEMA = 2
+CONFIG_SCHEMA = 3
 #: keys of config.json that describe how the model was made, not settings
 PROVENANCE_KEYS = ('config_schema', 'package_version', 'command_line')
 #: settings renamed since schema 1: old key -> current key
@@ -503,6 +548,8 @@ RENAMED_KEYS = {}
 #: settings that did not exist in schema 1, with the value that reproduces
 #: what those models did (not necessarily today's default)
 ADDED_KEYS = {'ctf': True, 'dec_segments': 16}
+#: settings added in schema 3 (models of schema 1-2 applied the CTF on the box)
+ADDED_KEYS_SCHEMA_3 = {'ctf_pad': 1.0}
 
 
 def package_version():
@@ -555,10 +602,34 @@ def migrate_config(config):
             cfg.setdefault(key, value)
         cfg.setdefault('package_version', 'unknown')
         cfg.setdefault('command_line', None)
-        cfg['config_schema'] = CONFIG_SCHEMA
+    if schema < 3:
+        for key, value in ADDED_KEYS_SCHEMA_3.items():
+            cfg.setdefault(key, value)
+    cfg['config_schema'] = CONFIG_SCHEMA
     return cfg
 
 
 def settings_only(config):
     """``config`` without the provenance keys (what the settings split takes)."""
     return {k: v for k, v in config.items() if k not in PROVENANCE_KEYS}
+
+
+def default_settings():
+    """Every model and training setting with its default (flat dict)."""
+    out = ModelSettings.defaults()
+    out.update(TrainSettings.defaults())
+    return out
+
+
+def split_settings(settings):
+    """(model settings, training settings with defaults filled in) of a flat
+    dict (a model folder's config.json without provenance); ValueError naming
+    unknown keys.  Here rather than in ``training`` so that reading a trained
+    model (``inference``) does not import the training engine."""
+    model_defaults, train_cfg = ModelSettings.defaults(), TrainSettings.defaults()
+    unknown = set(settings) - set(model_defaults) - set(train_cfg)
+    if unknown:
+        raise ValueError('Unknown training setting(s): %s' % ', '.join(sorted(unknown)))
+    model_cfg = {k: v for k, v in settings.items() if k in model_defaults}
+    train_cfg.update({k: v for k, v in settings.items() if k in train_cfg})
+    return model_cfg, train_cfg

@@ -2,7 +2,7 @@
 
 Every protocol module is imported here explicitly: Scipion finds protocols by
 scanning this package, and a failing import would silently hide them all
-(``tests/test_scipion_registry.py`` counts them).
+(``tests/scipion/test_scipion_registry.py`` counts them).
 """
 from .protocol_base import GeoDLProtBase
 from .protocol_simulate import GeoDLProtSimulate

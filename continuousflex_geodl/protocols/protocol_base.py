@@ -10,6 +10,7 @@ import os
 import shlex
 
 import pyworkflow.protocol.params as params
+from pwem.objects import Volume
 from pwem.protocols import EMProtocol
 
 from .. import constants as const
@@ -39,6 +40,12 @@ class GeoDLProtBase(EMProtocol):
     """Common helpers (no ``_label``: not offered in the GUI)."""
 
     # --------------------------- params helpers -----------------------------
+    def _addInputSection(self, form):
+        """The 'Input' section of a protocol that can run on a GPU (starts with
+        the hidden GPU params, ``_addDeviceParams``)."""
+        form.addSection(label='Input')
+        self._addDeviceParams(form)
+
     def _addDeviceParams(self, form):
         """Hidden standard GPU params (like xmipp / flexutils)."""
         from .. import Plugin
@@ -76,6 +83,75 @@ class GeoDLProtBase(EMProtocol):
         env = Plugin.getEnviron(threads=self._getThreads(), gpus=gpus)
         self.runJob(Plugin.getProgram(nproc), ' '.join(shlex.quote(w) for w in words),
                     env=env, numberOfMpi=1, numberOfThreads=1)
+
+    # --------------------------- inputs as files -----------------------------
+    def _writeParticlesAndReference(self, requirePoses):
+        """Write ``inputParticles`` (with CTF; with poses when ``requirePoses``)
+        as the star file and ``inputReference`` as the file the worker reads."""
+        from ..convert import writeParticlesStar
+        writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
+                           convertDir=self._getExtraPath(), requirePoses=requirePoses,
+                           requireCtf=True)
+        self._convertReference()
+
+    def _particlesAndReferenceArgs(self):
+        """``--particles`` and ``--reference`` of the worker command."""
+        return ['--particles', self._getParticlesStar(),
+                '--reference', os.path.abspath(self._getReferenceFile())]
+
+    def _validateParticlesAndReference(self, parts, purpose, sameBox, pixelTolerance):
+        """Errors of the particles ``parts`` (no CTF, odd box) and of
+        ``inputReference`` (missing; a map with another pixel size, relative
+        ``pixelTolerance``, or with ``sameBox`` another box).  ``purpose``
+        ends the no-CTF message ('before <purpose>')."""
+        errors = []
+        if not parts.hasCTF():
+            errors.append('The input particles have no CTF; estimate it (e.g. CTFFIND) '
+                          'and re-extract, or assign one, before %s.' % purpose)
+        box = parts.getXDim()
+        if box and box % 2:
+            errors.append('The particle box (%d px) must be even.' % box)
+        ref = self.inputReference.get()
+        if ref is None:
+            errors.append('Select a reference atomic model or map.')
+        elif isinstance(ref, Volume):
+            vbox, psr = ref.getXDim(), parts.getSamplingRate()
+            if sameBox and vbox and box and vbox != box:
+                errors.append('The reference map box (%d px) differs from the particle box '
+                              '(%d px); resample the map to %d px at %.4f A/px (e.g. '
+                              'xmipp3 "crop/resize volumes" or relion_image_handler '
+                              '--new_box %d --rescale_angpix %.4f).'
+                              % (vbox, box, box, psr or 0, box, psr or 0))
+            sr = ref.getSamplingRate()
+            if sr and psr and abs(sr - psr) > pixelTolerance * sr:
+                errors.append('The reference map pixel size (%.4f A) differs from the '
+                              'particles\' (%.4f A); resample the map to %.4f A/px (e.g. '
+                              'xmipp3 "crop/resize volumes") or correct the sampling rate '
+                              'that is wrong.' % (sr, psr, psr))
+        return errors
+
+    def _getParticlesStar(self):
+        """The input particles as written for the worker (``writeParticlesStar``)."""
+        return self._absPath('input_particles.star')
+
+    def _getReferenceFile(self):
+        """``inputReference`` as the worker reads it: the atomic model or MRC map
+        as given; a map in another format converted by ``_convertReference``."""
+        ref = self.inputReference.get()
+        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
+            return self._getExtraPath('reference.mrc')
+        return ref.getFileName().split(':')[0]
+
+    def _convertReference(self):
+        """Write ``inputReference`` as MRC when it is a map in another format."""
+        ref = self.inputReference.get()
+        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
+            from pwem.emlib.image import ImageHandler
+            ImageHandler().convert(ref, self._getExtraPath('reference.mrc'))
+
+    @staticmethod
+    def _isMrc(fn):
+        return os.path.splitext(fn.split(':')[0])[1].lower() in ('.mrc', '.map')
 
     # --------------------------- small utilities ----------------------------
     def _absPath(self, *p):

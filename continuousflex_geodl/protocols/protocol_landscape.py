@@ -47,8 +47,7 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
-        form.addSection(label='Input')
-        self._addDeviceParams(form)
+        self._addInputSection(form)
         form.addParam('inputParticles', params.PointerParam, pointerClass='SetOfParticles',
                       important=True, label='Particles',
                       help='Flexible particles from *predict latents* (or any flexibility '

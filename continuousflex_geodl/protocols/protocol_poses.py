@@ -1,11 +1,9 @@
 """Protocol: find particle poses without starting angles (global search)."""
-import os
-
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
-from pwem.objects import SetOfParticles, Volume
+from pwem.objects import SetOfParticles
 
-from ..convert import writeParticlesStar
+from ..core.settings import PoseSettings as PS
 from .protocol_base import GeoDLProtBase
 
 #: particle attribute holding the pose confidence (0-1) of the output particles
@@ -17,11 +15,13 @@ ATTR_POSE_SCORE = '_cfgeodlPoseScore'
 def applyPosedStar(inSet, starFn, outSet):
     """Fill ``outSet`` with the particles of ``inSet`` carrying the poses of
     ``starFn`` (written by ``continuousflex-geodl poses`` from a star made by
-    ``convert.writeParticlesStar``; rows matched by ``rlnImageId``).
+    ``convert.writeParticlesStar``, or train's refined_particles.star; rows
+    matched by ``rlnImageId``).
 
     Angles and origins (RELION sign) become ALIGN_PROJ transforms with
     ``convert.relionToMatrix`` (as scipion-em-relion); the confidence and score
-    become the attributes ``_cfgeodlPoseConfidence`` / ``_cfgeodlPoseScore``.
+    become the attributes ``_cfgeodlPoseConfidence`` / ``_cfgeodlPoseScore``
+    (when the star has them).
     Returns the number of particles.
     """
     from emtable import Table
@@ -46,8 +46,10 @@ def applyPosedStar(inSet, starFn, outSet):
         q.setTransform(Transform(relionToMatrix(
             float(r.rlnAngleRot), float(r.rlnAngleTilt), float(r.rlnAnglePsi),
             float(r.rlnOriginXAngst), float(r.rlnOriginYAngst), apix)))
-        setattr(q, ATTR_POSE_CONFIDENCE, Float(float(r.cfgeodlPoseConfidence)))
-        setattr(q, ATTR_POSE_SCORE, Float(float(r.cfgeodlPoseScore)))
+        for attr, col in ((ATTR_POSE_CONFIDENCE, 'cfgeodlPoseConfidence'),
+                          (ATTR_POSE_SCORE, 'cfgeodlPoseScore')):
+            if hasattr(r, col):  # absent in e.g. train's refined_particles.star
+                setattr(q, attr, Float(float(getattr(r, col))))
         outSet.append(q)
         n += 1
     return n
@@ -71,8 +73,7 @@ class GeoDLProtPoses(GeoDLProtBase):
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
-        form.addSection(label='Input')
-        self._addDeviceParams(form)
+        self._addInputSection(form)
         form.addParam('inputParticles', params.PointerParam, pointerClass='SetOfParticles',
                       important=True, label='Input particles',
                       help='Particles with CTF; their angles, if any, are ignored.')
@@ -83,27 +84,28 @@ class GeoDLProtPoses(GeoDLProtBase):
                            'map (same box and pixel size as the particles); it is '
                            'converted to Gaussian pseudo-atoms.')
         form.addSection(label='Search')
-        form.addParam('angularStep', params.FloatParam, default=10.0,
+        form.addParam('angularStep', params.FloatParam, default=PS.angular_step,
                       validators=[params.Positive], label='Global angular step (deg)',
                       help='Step of the global orientation grid (10 deg: ~15,000 '
                            'orientations).')
-        form.addParam('finalStep', params.FloatParam, default=1.0,
+        form.addParam('finalStep', params.FloatParam, default=PS.final_step,
                       validators=[params.Positive], label='Final angular step (deg)',
                       help='The local refinement halves the step down to this value.')
-        form.addParam('candidates', params.IntParam, default=5,
+        form.addParam('candidates', params.IntParam, default=PS.candidates,
                       validators=[params.Positive], label='Candidates per particle',
                       help='Distinct poses of the global search refined per particle; '
                            'the confidence compares them.')
-        form.addParam('maxShift', params.FloatParam, default=0.0,
+        form.addParam('maxShift', params.FloatParam, default=PS.max_shift or 0.0,
                       label='Maximum shift (A)',
                       help='Largest shift searched (0: 5 pixels).')
-        form.addParam('resolution', params.FloatParam, default=0.0,
+        form.addParam('resolution', params.FloatParam, default=PS.resolution or 0.0,
                       expertLevel=params.LEVEL_ADVANCED, label='Highest resolution (A)',
                       help='0: where the pseudo-atoms fall to 2% of their amplitude.')
         form.addParam('nAtoms', params.IntParam, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label='Number of pseudo-atoms',
-                      help='Pseudo-atoms representing the reference. 0: sized '
-                           'automatically for the box and pixel size (as training).')
+                      help='Pseudo-atoms representing the reference. 0: twice the '
+                           'automatic size of training (a finer reference gives more '
+                           'accurate poses), at most every atom of the model.')
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
@@ -115,13 +117,7 @@ class GeoDLProtPoses(GeoDLProtBase):
 
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self, partId):
-        writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
-                           convertDir=self._getExtraPath(), requirePoses=False,
-                           requireCtf=True)
-        ref = self.inputReference.get()
-        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
-            from pwem.emlib.image import ImageHandler
-            ImageHandler().convert(ref, self._getExtraPath('reference.mrc'))
+        self._writeParticlesAndReference(requirePoses=False)
 
     def posesStep(self):
         self._runCli('poses', self._posesArgs())
@@ -136,14 +132,13 @@ class GeoDLProtPoses(GeoDLProtBase):
 
     # --------------------------- UTILS functions ----------------------------
     def _posesArgs(self):
-        args = ['--particles', self._getParticlesStar(),
-                '--reference', os.path.abspath(self._getReferenceFile()),
-                '--out', self._getPosedStar(),
-                '--angular-step', self.angularStep.get(),
-                '--final-step', self.finalStep.get(),
-                '--candidates', self.candidates.get(),
-                '--threads', self._getThreads(),
-                '--device', self._getDevice()]
+        args = self._particlesAndReferenceArgs() + [
+            '--out', self._getPosedStar(),
+            '--angular-step', self.angularStep.get(),
+            '--final-step', self.finalStep.get(),
+            '--candidates', self.candidates.get(),
+            '--threads', self._getThreads(),
+            '--device', self._getDevice()]
         if self.maxShift.get():
             args += ['--max-shift', self.maxShift.get()]
         if self.resolution.get():
@@ -152,42 +147,17 @@ class GeoDLProtPoses(GeoDLProtBase):
             args += ['--n-atoms', self.nAtoms.get()]
         return args
 
-    def _getParticlesStar(self):
-        return self._absPath('input_particles.star')
-
     def _getPosedStar(self):
         return self._absPath('posed_particles.star')
 
-    def _getReferenceFile(self):
-        ref = self.inputReference.get()
-        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
-            return self._getExtraPath('reference.mrc')
-        return ref.getFileName().split(':')[0]
-
-    @staticmethod
-    def _isMrc(fn):
-        return os.path.splitext(fn.split(':')[0])[1].lower() in ('.mrc', '.map')
-
     # --------------------------- INFO functions -----------------------------
     def _validate(self):
-        errors = []
         parts = self.inputParticles.get()
         if parts is None:
             return ['Select the input particles.']
-        if not parts.hasCTF():
-            errors.append('The input particles have no CTF; estimate it (e.g. CTFFIND) '
-                          'and re-extract, or assign one, before the pose search.')
-        box = parts.getXDim()
-        if box and box % 2:
-            errors.append('The particle box (%d px) must be even.' % box)
-        ref = self.inputReference.get()
-        if ref is None:
-            errors.append('Select a reference atomic model or map.')
-        elif isinstance(ref, Volume):
-            sr, psr = ref.getSamplingRate(), parts.getSamplingRate()
-            if sr and psr and abs(sr - psr) > 1e-2 * sr:
-                errors.append('The reference map pixel size (%.4f A) differs from the '
-                              'particles\' (%.4f A); resample the map first.' % (sr, psr))
+        # the pose search works at low resolution: 1 % pixel-size tolerance
+        errors = self._validateParticlesAndReference(parts, 'the pose search', sameBox=False,
+                                                     pixelTolerance=1e-2)
         if self.finalStep.get() and self.angularStep.get() and \
                 self.finalStep.get() > self.angularStep.get():
             errors.append('The final angular step must not exceed the global step.')

@@ -29,8 +29,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
-        form.addSection(label='Input')
-        self._addDeviceParams(form)
+        self._addInputSection(form)
         form.addParam('inputModel', params.PointerParam, pointerClass='GeoDLModel',
                       important=True, label='Trained model',
                       help='Output of the *train* protocol.')
@@ -46,8 +45,9 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
                            'prior (the most probable conformation under the trained '
                            'model). It ranks particles closer to the best the data allow '
                            '(measured: |Spearman| 0.936 -> 0.952 on a 10 A hinge at SNR '
-                           '0.1) and costs about as much as that many training epochs '
-                           'without the encoder. 0: encoder output only (fastest).')
+                           '0.1). Gauss-Newton steps: each particle stops as soon as it '
+                           'has converged (mostly after 1-3 steps), so this is only an '
+                           'upper bound. 0: encoder output only (fastest).')
         form.addParam('batchSize', params.IntParam, default=InferSettings.batch_size,
                       validators=[params.Positive], label='Batch size',
                       expertLevel=params.LEVEL_ADVANCED,
@@ -94,9 +94,6 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
         self._defineSourceRelation(self.inputModel, outSet)
 
     # --------------------------- UTILS functions ----------------------------
-    def _getParticlesStar(self):
-        return self._absPath('input_particles.star')
-
     def _getLatentsFile(self):
         return self._absPath('latents.npy')
 

@@ -51,8 +51,7 @@ class GeoDLProtStructures(GeoDLProtBase, ProtFlexBase):
     _possibleOutputs = {'outputVolumes': SetOfVolumesFlex, 'outputStructures': AtomStruct}
 
     def _defineParams(self, form):
-        form.addSection(label='Input')
-        self._addDeviceParams(form)
+        self._addInputSection(form)
         form.addParam('inputModel', params.PointerParam, pointerClass='GeoDLModel',
                       allowsNull=True, label='Trained model',
                       help='Output of the *train* protocol: it decodes latent points into '

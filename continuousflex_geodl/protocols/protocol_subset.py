@@ -1,4 +1,6 @@
 """Protocol: particle subset from a landscape state or a region of it."""
+import os
+
 import numpy as np
 
 import pyworkflow.protocol.params as params
@@ -11,10 +13,31 @@ from ..core.landscape.subsets import Selection, parse_polygon, select_mask
 from .protocol_base import GeoDLProtBase
 
 # choice indices of the form = core.landscape.subsets.Selection
-SELECT_STATES, SELECT_BOX, SELECT_POLYGON, SELECT_DG, SELECT_BALL = (int(s) for s in (
-    Selection.STATES, Selection.BOX, Selection.POLYGON, Selection.FREE_ENERGY, Selection.BALL))
+SELECT_STATES, SELECT_BOX, SELECT_POLYGON, SELECT_DG, SELECT_BALL, SELECT_IDS = (
+    int(s) for s in (Selection.STATES, Selection.BOX, Selection.POLYGON, Selection.FREE_ENERGY,
+                     Selection.BALL, Selection.IDS))
 SELECT_CHOICES = ['states', 'box in the 2D embedding', 'polygon in the 2D embedding',
-                  'free energy below a threshold', 'ball in latent space']
+                  'free energy below a threshold', 'ball in latent space',
+                  'particles chosen in the explorer (id file)']
+
+
+def writeIdFile(path, ids, header=''):
+    """Text file of Scipion particle ids, one per line, with a '#' header (what
+    the landscape viewer's explorer writes for the *ids* selection)."""
+    from ..core.fileio import atomic_write
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    with atomic_write(path) as fh:
+        fh.write('# %d Scipion particle ids%s\n' % (len(ids), ('; ' + header) if header else ''))
+        fh.write(''.join('%d\n' % i for i in ids))
+    return path
+
+
+def readIdFile(path):
+    """Particle ids of a file written by ``writeIdFile`` (ValueError when unreadable)."""
+    try:
+        return np.loadtxt(path, dtype=np.int64, comments='#', ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise ValueError('Cannot read the particle ids in %s: %s' % (path, exc)) from None
 
 
 def parse_ints(text):
@@ -39,8 +62,10 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
 
     Works on particles from the *landscape* protocol (state label
     ``_cfgeodl_state``, 2D embedding ``zRed``, free energy ``_cfgeodl_dG``) or
-    on any flexible particles (latents ``zFlex``).  The subset keeps every particle attribute (poses,
-    CTF, latents), ready for a downstream refinement of that state.
+    on any flexible particles (latents ``zFlex``).  The subset keeps every
+    particle attribute (poses, CTF, latents), ready for a downstream
+    refinement of that state.  The selections are those of
+    ``core.landscape.subsets`` (``select_mask``).
     """
     _label = 'subset from landscape'
     _devStatus = BETA
@@ -61,7 +86,9 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                            'box / polygon: particles whose 2D embedding (zRed) lies inside '
                            'a rectangle / polygon typed as coordinates; free energy: '
                            'particles in regions with dG below a threshold (kT); ball: '
-                           'particles whose latent z lies within a radius of a point.')
+                           'particles whose latent z lies within a radius of a point; '
+                           'explorer: the particles drawn around in the landscape viewer\'s '
+                           'interactive explorer (it fills this in).')
         form.addParam('states', params.StringParam, default='1',
                       condition='selection == %d' % SELECT_STATES, label='States',
                       help='State numbers (1-based), e.g. "1 3" or "2-4".')
@@ -91,6 +118,10 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
         form.addParam('radius', params.FloatParam, default=1.0,
                       condition='selection == %d' % SELECT_BALL, label='Radius',
                       help='Euclidean radius in latent units.')
+        form.addParam('idsFile', params.PathParam, default='',
+                      condition='selection == %d' % SELECT_IDS, label='Particle id file',
+                      help='Text file with one Scipion particle id per line (# comments), '
+                           'as written by the interactive explorer of the landscape viewer.')
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.createOutputStep)
@@ -124,7 +155,7 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                 zred.append(p.getZRed())
             elif sel == SELECT_DG:
                 dG.append(getattr(p, const.ATTR_DG).get())
-            else:
+            elif sel == SELECT_BALL:
                 z.append(p.getZFlex())
         mask = select_mask(
             sel, states=states, zred=np.array(zred) if zred else None,
@@ -134,7 +165,8 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
             polygon=parse_polygon(self.polygon.get()) if sel == SELECT_POLYGON else None,
             max_dG=self.maxDG.get(),
             center=parse_floats(self.center.get()) if sel == SELECT_BALL else None,
-            radius=self.radius.get())
+            radius=self.radius.get(), ids=np.array(ids, dtype=np.int64),
+            id_list=readIdFile(self.idsFile.get()) if sel == SELECT_IDS else None)
         return ids, mask
 
     # --------------------------- INFO functions -----------------------------
@@ -165,6 +197,15 @@ class GeoDLProtSubset(GeoDLProtBase, ProtFlexBase):
                     parse_polygon(self.polygon.get())
                 except ValueError as exc:
                     return [str(exc)]
+        elif sel == SELECT_IDS:
+            fn = self.idsFile.get() or ''
+            if not os.path.exists(fn):
+                return ['The particle id file %s does not exist.' % fn]
+            try:
+                if not len(readIdFile(fn)):
+                    return ['The particle id file %s lists no particle.' % fn]
+            except ValueError as exc:
+                return [str(exc)]
         elif sel == SELECT_DG:
             if not first.hasAttribute(const.ATTR_DG):
                 return ['These particles carry no free energy; use the output of the '

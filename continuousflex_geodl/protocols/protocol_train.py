@@ -3,10 +3,10 @@ import os
 
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
-from pwem.objects import Volume
+from pwem.objects import SetOfParticles
 
 from .. import constants as const
-from ..convert import normalModesToNpz, writeParticlesStar
+from ..convert import normalModesToNpz
 from ..core.artifacts import ModelDir
 from ..core.settings import (EncoderInputs, ModelSettings as MS, Prior, ReferenceSettings,
                              TrainSettings as TS)
@@ -33,12 +33,11 @@ class GeoDLProtTrain(GeoDLProtBase):
     """
     _label = 'train'
     _devStatus = BETA
-    _possibleOutputs = {'outputModel': GeoDLModel}
+    _possibleOutputs = {'outputModel': GeoDLModel, 'outputParticles': SetOfParticles}
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
-        form.addSection(label='Input')
-        self._addDeviceParams(form)
+        self._addInputSection(form)
         form.addParam('inputParticles', params.PointerParam, pointerClass='SetOfParticles',
                       important=True, label='Input particles',
                       help='Particles with CTF and 3D projection alignment (angles and '
@@ -131,10 +130,7 @@ class GeoDLProtTrain(GeoDLProtBase):
 
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self, partId):
-        writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
-                           convertDir=self._getExtraPath(), requirePoses=True,
-                           requireCtf=True)
-        self._convertReference()
+        self._writeParticlesAndReference(requirePoses=True)
         if self.inputModes.get() is not None:
             normalModesToNpz(self.inputModes.get(), self._getModesFile())
 
@@ -167,22 +163,27 @@ class GeoDLProtTrain(GeoDLProtBase):
         self._defineOutputs(outputModel=model)
         self._defineSourceRelation(self.inputParticles, model)
         self._defineSourceRelation(self.inputReference, model)
+        if os.path.exists(md.refined_star_path):  # refined poses back to Scipion
+            from .protocol_poses import applyPosedStar
+            refined = self._createSetOfParticles()
+            applyPosedStar(self.inputParticles.get(), md.refined_star_path, refined)
+            self._defineOutputs(outputParticles=refined)
+            self._defineTransformRelation(self.inputParticles, refined)
 
     # --------------------------- UTILS functions ----------------------------
     def _trainArgs(self):
-        args = ['--particles', self._getParticlesStar(),
-                '--reference', os.path.abspath(self._getReferenceFile()),
-                '--out', self._getModelDir(),
-                '--zdim', self.zdim.get(),
-                '--epochs', self.epochs.get(),
-                '--batch-size', self.batchSize.get(),
-                '--lr', self.learningRate.get(),
-                '--beta', self.beta.get(),
-                '--prior', Prior.at(self.prior.get()),
-                '--encoder-inputs', EncoderInputs.at(self.encoderInputs.get()),
-                '--seed', self.seed.get(),
-                '--threads', self._getThreads(),
-                '--device', self._getDevice()]
+        args = self._particlesAndReferenceArgs() + [
+            '--out', self._getModelDir(),
+            '--zdim', self.zdim.get(),
+            '--epochs', self.epochs.get(),
+            '--batch-size', self.batchSize.get(),
+            '--lr', self.learningRate.get(),
+            '--beta', self.beta.get(),
+            '--prior', Prior.at(self.prior.get()),
+            '--encoder-inputs', EncoderInputs.at(self.encoderInputs.get()),
+            '--seed', self.seed.get(),
+            '--threads', self._getThreads(),
+            '--device', self._getDevice()]
         if self.allAtoms.get():
             args += ['--n-atoms', 'all']
         elif self.nAtoms.get():
@@ -199,31 +200,11 @@ class GeoDLProtTrain(GeoDLProtBase):
             args += ['--resume']
         return args
 
-    def _getParticlesStar(self):
-        return self._absPath('input_particles.star')
-
     def _getModelDir(self):
         return self._absPath('model')
 
     def _getModesFile(self):
         return self._absPath('normal_modes.npz')
-
-    def _getReferenceFile(self):
-        """The reference as given (atomic model) or as an MRC map."""
-        ref = self.inputReference.get()
-        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
-            return self._getExtraPath('reference.mrc')
-        return ref.getFileName().split(':')[0]
-
-    @staticmethod
-    def _isMrc(fn):
-        return os.path.splitext(fn.split(':')[0])[1].lower() in ('.mrc', '.map')
-
-    def _convertReference(self):
-        ref = self.inputReference.get()
-        if isinstance(ref, Volume) and not self._isMrc(ref.getFileName()):
-            from pwem.emlib.image import ImageHandler
-            ImageHandler().convert(ref, self._getExtraPath('reference.mrc'))
 
     def _hasCheckpoint(self):
         return ModelDir(self._getModelDir()).has_checkpoint()
@@ -236,33 +217,11 @@ class GeoDLProtTrain(GeoDLProtBase):
             return ['Select the input particles.']
         if parts.getSize() == 0:
             errors.append('The input particle set is empty: select a set with particles.')
-        if not parts.hasCTF():
-            errors.append('The input particles have no CTF; estimate it (e.g. CTFFIND) '
-                          'and re-extract, or assign one, before training.')
         if not parts.hasAlignmentProj():
             errors.append('The input particles have no 3D angles (alignment "%s"); use '
                           'particles from a consensus 3D refinement.' % parts.getAlignment())
-        box = parts.getXDim()
-        if box and box % 2:
-            errors.append('The particle box (%d px) must be even.' % box)
-        ref = self.inputReference.get()
-        if ref is None:
-            errors.append('Select a reference atomic model or map.')
-        elif isinstance(ref, Volume):
-            vbox = ref.getXDim()
-            psr = parts.getSamplingRate()
-            if vbox and box and vbox != box:
-                errors.append('The reference map box (%d px) differs from the particle box '
-                              '(%d px); resample the map to %d px at %.4f A/px (e.g. '
-                              'xmipp3 "crop/resize volumes" or relion_image_handler '
-                              '--new_box %d --rescale_angpix %.4f).'
-                              % (vbox, box, box, psr or 0, box, psr or 0))
-            sr = ref.getSamplingRate()
-            if sr and psr and abs(sr - psr) > 1e-3 * sr:
-                errors.append('The reference map pixel size (%.4f A) differs from the '
-                              'particles\' (%.4f A); resample the map to %.4f A/px (e.g. '
-                              'xmipp3 "crop/resize volumes") or correct the sampling rate '
-                              'that is wrong.' % (sr, psr, psr))
+        errors += self._validateParticlesAndReference(parts, 'training', sameBox=True,
+                                                      pixelTolerance=1e-3)
         if self.nAtoms.get() is not None and self.nAtoms.get() < 0:
             errors.append('The number of pseudo-atoms must be 0 (automatic) or positive.')
         if self.nmaModes.get() is not None and self.nmaModes.get() < 0:

@@ -14,8 +14,9 @@ Scipion finds a plugin's tests with ``unittest`` discovery (pattern
   files the core wrote.
 * ``TestGeoDLCore``, ``TestGeoDLModel``, ``TestGeoDLLandscape`` and
   ``TestGeoDLScipion`` run the plugin's pytest suites (every ``test_*.py``
-  beside this module, grouped by area) in a subprocess and fail with
-  pytest's report when any test fails.  They need pytest (``pip install
+  of ``core/`` -- the Scipion-free core, split by area -- and of
+  ``scipion/``) in a subprocess and fail with pytest's report when any test
+  fails.  They need pytest (``pip install
   scipion-em-continuousflex-geodl[test]``) and are skipped without it.
 
 The module name does not match pytest's ``test_*.py``, so ``pytest`` does not
@@ -33,16 +34,19 @@ from pyworkflow.tests import BaseTest, setupTestProject
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCIPION_WORDS = ('scipion', 'workflow', 'viewers')
 MODEL_WORDS = ('engine', 'model', 'faults', 'modes')
+LANDSCAPE_WORDS = ('landscape', 'states', 'explore')
 
 
 def suite_files(group):
-    """The pytest files of one area ('core', 'model', 'landscape', 'scipion')."""
+    """The pytest files of one area: 'scipion' (the ``scipion/`` folder), or of
+    the ``core/`` folder 'landscape', 'model' or 'core' (the rest)."""
     out = []
     for fn in sorted(glob.glob(os.path.join(HERE, '**', 'test_*.py'), recursive=True)):
         name = os.path.basename(fn)
-        if any(w in name for w in SCIPION_WORDS):
+        folder = os.path.basename(os.path.dirname(fn))
+        if folder == 'scipion' or any(w in name for w in SCIPION_WORDS):
             kind = 'scipion'
-        elif 'landscape' in name:
+        elif any(w in name for w in LANDSCAPE_WORDS):
             kind = 'landscape'
         elif any(w in name for w in MODEL_WORDS):
             kind = 'model'

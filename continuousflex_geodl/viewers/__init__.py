@@ -5,8 +5,9 @@ plotting itself is testable headlessly with the Agg backend.
 
 Every viewer module is imported here explicitly: Scipion finds viewers by
 the classes of this package, and a failing import would silently hide them
-(``tests/test_scipion_registry.py`` checks their registration).  Figures come
-from ``plotting`` and animations from ``animation`` (both Scipion-free);
+(``tests/scipion/test_scipion_registry.py`` checks their registration).
+Figures come from ``plotting`` and animations from ``animation`` (both
+Scipion-free);
 each display method takes ``save_path`` to write its figure headlessly and
 ``viewer.saveAll(folder)`` writes all of them.
 """

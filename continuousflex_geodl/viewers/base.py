@@ -60,6 +60,24 @@ class GeoDLViewerMixin:
             written[name] = path
         return written
 
+    @staticmethod
+    def _addParticleColourParams(form, attrCondition):
+        """The params of colouring particles in scatter plots: 'Attribute' and
+        'Component' (shown when ``attrCondition``), and 'Most points drawn'."""
+        import pyworkflow.protocol.params as params
+        form.addParam('attrName', params.StringParam, default=const.ATTR_GT_COORD,
+                      condition=attrCondition, label='Attribute',
+                      help='Name of a particle attribute (scalar or vector), e.g. the true '
+                           'coordinate (%s) or state (%s) of simulated particles.'
+                           % (const.ATTR_GT_COORD, const.ATTR_GT_STATE))
+        form.addParam('attrComponent', params.IntParam, default=1,
+                      condition=attrCondition, label='Component',
+                      help='For vector attributes: which component (from 1).')
+        form.addParam('maxPoints', params.IntParam, default=20000,
+                      expertLevel=params.LEVEL_ADVANCED, label='Most points drawn',
+                      help='Scatter plots draw a random subset of at most this many '
+                           'particles; densities use all of them.')
+
     def _tkParent(self):
         return self.getTkRoot() if hasattr(self, 'getTkRoot') else None
 

@@ -24,8 +24,8 @@ import os
 import numpy as np
 
 from ..core.artifacts import ModelDir
-from ..core.landscape.plots import (new_figure, plot_free_energy, plot_populations,
-                                    plot_profile, save_figure)
+from ..core.landscape.plots import (axis_labels, new_figure, plot_free_energy,
+                                    plot_populations, plot_profile, save_figure)
 
 #: most points drawn in a scatter plot (densities always use every point)
 MAX_POINTS = 20000
@@ -131,17 +131,24 @@ def _is_categorical(values):
     return False
 
 
+def _scatter_setup(ax, xy, values, categorical, size=None):
+    """(marker area, values, categorical, artist) of a scatter of ``xy`` (n, 2):
+    the area shrinks with n; without ``values`` the points are drawn in one
+    colour (the artist), else ``categorical`` None is decided from the values."""
+    s = size or float(np.clip(8000.0 / max(len(xy), 1), 1.0, 12.0))
+    if values is None:
+        return s, None, None, ax.scatter(xy[:, 0], xy[:, 1], s=s, c='#4c72b0', alpha=0.5,
+                                         lw=0, rasterized=True)
+    values = np.asarray(values)
+    return s, values, _is_categorical(values) if categorical is None else categorical, None
+
+
 def _draw_points(ax, xy, values=None, value_label=None, categorical=None, cmap=None,
                  size=None):
     """Scatter ``xy`` (n, 2) coloured by ``values`` on ``ax``; returns the artist."""
-    n = len(xy)
-    s = size or float(np.clip(8000.0 / max(n, 1), 1.0, 12.0))
+    s, values, categorical, plain = _scatter_setup(ax, xy, values, categorical, size)
     if values is None:
-        return ax.scatter(xy[:, 0], xy[:, 1], s=s, c='#4c72b0', alpha=0.5, lw=0,
-                          rasterized=True)
-    values = np.asarray(values)
-    if categorical is None:
-        categorical = _is_categorical(values)
+        return plain
     if categorical:
         cats, colours = _category_colours(values)
         for i, c in enumerate(cats):
@@ -171,13 +178,6 @@ def _draw_density(ax, xy, gridsize=None):
     cb = ax.figure.colorbar(hb, ax=ax)
     cb.set_label('particles per bin (log)')
     return hb
-
-
-def axis_labels(method):
-    """Axis names of a 2D embedding method ('pca', 'umap', 'tsne', other)."""
-    return {'pca': ('PC1', 'PC2'), 'umap': ('UMAP 1', 'UMAP 2'),
-            'tsne': ('t-SNE 1', 't-SNE 2')}.get(str(method).lower(),
-                                               ('embedding 1', 'embedding 2'))
 
 
 def embedding_figure(xy, values=None, value_label=None, categorical=None, density=True,
@@ -297,13 +297,9 @@ def _category_colours(values):
 
 def _scatter_plain(ax, xy, values, categorical):
     """Scatter without legend / colour bar (inner panels of the corner plot)."""
-    s = float(np.clip(8000.0 / max(len(xy), 1), 1.0, 12.0))
-    if values is None:
-        return ax.scatter(xy[:, 0], xy[:, 1], s=s, c='#4c72b0', alpha=0.5, lw=0,
-                          rasterized=True)
-    v = np.asarray(values)
-    if categorical is None:
-        categorical = _is_categorical(v)
+    s, v, categorical, plain = _scatter_setup(ax, xy, values, categorical)
+    if v is None:
+        return plain
     if categorical:
         cats, colours = _category_colours(v)
         col = np.array([colours(int(np.searchsorted(cats, x)) % colours.N) for x in v])

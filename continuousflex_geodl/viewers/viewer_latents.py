@@ -30,20 +30,11 @@ class GeoDLLatentsViewer(GeoDLViewerMixin, ProtocolViewer):
                       help='A particle attribute, e.g. the true coordinate of simulated '
                            'particles (%s) or their true state (%s).'
                            % (const.ATTR_GT_COORD, const.ATTR_GT_STATE))
-        form.addParam('attrName', params.StringParam, default=const.ATTR_GT_COORD,
-                      condition='colourBy == %d' % COLOUR_ATTR, label='Attribute',
-                      help='Name of the particle attribute (scalar or vector).')
-        form.addParam('attrComponent', params.IntParam, default=1,
-                      condition='colourBy == %d' % COLOUR_ATTR, label='Component',
-                      help='For vector attributes: which component (from 1).')
+        self._addParticleColourParams(form, 'colourBy == %d' % COLOUR_ATTR)
         form.addParam('dims', params.StringParam, default='',
                       label='Latent dimensions',
                       help='Dimensions to draw, numbered from 1 (e.g. "1 2 3"); empty: the '
                            'first four.')
-        form.addParam('maxPoints', params.IntParam, default=20000,
-                      expertLevel=params.LEVEL_ADVANCED, label='Most points drawn',
-                      help='Scatter plots draw a random subset of at most this many '
-                           'particles; densities use all of them.')
         form.addParam('displayLatents', params.LabelParam,
                       label='Latent coordinates (pairs of dimensions)',
                       help='Corner plot: histogram of each dimension, scatter of each pair.')

@@ -18,7 +18,7 @@ Details: ``core/landscape/explore.py``.  Example::
 import logging
 
 from .. import logs
-from ..settings import RuntimeSettings, add_setting
+from ..settings import ExploreSettings, PathSettings, RuntimeSettings, add_setting
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +41,15 @@ def add_args(p):
     p.add_argument('--colour', default=None,
                    help="initial colouring: 'free energy' (default), 'state' or the name "
                         "of an --attribute")
-    p.add_argument('--attribute', action='append', default=[], metavar='NAME=FILE.npy',
+    p.add_argument('--attribute', action='append', default=None, metavar='NAME=FILE.npy',
                    help='per-particle values to colour by: NAME=FILE.npy (or .txt; '
                         'NAME=FILE.npy:C for column C of a 2D array), or the name of a '
                         'numeric column of the --particles .star (repeatable)')
-    p.add_argument('--path-points', type=int, default=10,
-                   help='structures decoded along a drawn path (default 10)')
-    p.add_argument('--path-kind', choices=('drawn', 'density'), default='drawn',
-                   help='drawn: along the clicked polyline; density: minimum free-energy '
-                        'path through the particles between its first and last points')
-    p.add_argument('--inverse', choices=('auto', 'neighbours'), default='auto',
-                   help='map point -> latent: auto (PCA inverse on PCA maps, median of the '
-                        'nearest particles otherwise) or neighbours (always the median)')
+    add_setting(p, '--path-points', PathSettings, 'n_points',
+                help='structures decoded along a path (unset: 10 along a drawn path, 20 '
+                     'for a density path)')
+    add_setting(p, '--path-kind', ExploreSettings, 'path_kind')
+    add_setting(p, '--inverse', ExploreSettings, 'inverse')
     p.add_argument('--no-chimerax', action='store_true',
                    help='do not open decoded structures in ChimeraX')
     p.add_argument('--screenshot', default=None,
@@ -63,10 +60,11 @@ def add_args(p):
 def main(args):
     import os
     from ..landscape.explore import Explorer, read_attribute
+    os.makedirs(args.out, exist_ok=True)
     logs.start_run_log(args.out, args)
     from ..io.latents import load_latents
     z = load_latents(args.latents, min_rows=3)
-    attributes = dict(read_attribute(a, len(z), args.particles) for a in args.attribute)
+    attributes = dict(read_attribute(a, len(z), args.particles) for a in args.attribute or [])
     ex = Explorer(z, model=args.model, landscape=args.landscape, particles=args.particles,
                   out=args.out, axes=args.axes, colour=args.colour, attributes=attributes,
                   device=args.device, chimerax=False if args.no_chimerax else None,

@@ -1,7 +1,7 @@
 """Latent coordinates of a particle set with a trained model.
 
 Encodes every particle (in chunks, streamed from the image stack), then
-refines each particle's latent by a few gradient steps on its own image
+refines each particle's latent by a few Gauss-Newton steps on its own image
 likelihood plus the latent prior (the posterior mode under the trained
 decoder; ``--refine-steps 0`` keeps the one-pass encoder output), and
 writes an (N, K) float32 .npy array in particle order.  Example::
@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from .. import logs
-from ..settings import InferSettings, RuntimeSettings, add_setting
+from ..settings import InferSettings, RuntimeSettings, add_settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +23,8 @@ def add_args(p):
     p.add_argument('--model', required=True, help='model directory written by train')
     p.add_argument('--particles', required=True, help='particles (.star or .xmd) with poses and CTF')
     p.add_argument('--out', required=True, help='output .npy file (N, K)')
-    add_setting(p, '--batch-size', InferSettings, 'batch_size')
-    add_setting(p, '--refine-steps', InferSettings, 'refine_steps')
-    add_setting(p, '--refine-lr', InferSettings, 'refine_lr')
-    add_setting(p, '--device', RuntimeSettings, 'device')
-    add_setting(p, '--threads', RuntimeSettings, 'threads')
+    add_settings(p, InferSettings, 'batch_size', 'refine_steps', 'refine_lr')
+    add_settings(p, RuntimeSettings, 'device', 'threads')
 
 
 def main(args):

@@ -118,7 +118,8 @@ import logging
 import os
 
 from .. import logs
-from ..settings import LandscapeSettings, PathSettings, RuntimeSettings, add_setting
+from ..settings import (LandscapeSettings, PathSettings, RuntimeSettings, add_setting,
+                        add_settings)
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,7 @@ def _decoder_args(p):
 
 
 def _units_args(p):
-    add_setting(p, '--units', L, 'units')
-    add_setting(p, '--temperature', L, 'temperature')
+    add_settings(p, L, 'units', 'temperature')
 
 
 def _state_args(p):
@@ -156,11 +156,7 @@ def _state_args(p):
     p.add_argument('--prior', default=None,
                    help='use a trained GMM prior for the states: a model directory or an '
                         '.npz with means, covariances (or scales) and weights')
-    add_setting(p, '--barrier', L, 'barrier')
-    add_setting(p, '--min-population', L, 'min_population')
-    add_setting(p, '--density-smoothing', L, 'density_smoothing')
-    add_setting(p, '--max-states', L, 'max_states')
-    add_setting(p, '--max-fit', L, 'max_fit')
+    add_settings(p, L, 'barrier', 'min_population', 'density_smoothing', 'max_states', 'max_fit')
 
 
 def add_args(parser):
@@ -171,9 +167,7 @@ def add_args(parser):
     _common(p)
     add_setting(p, '--embedding', L, 'embedding')
     _state_args(p)
-    add_setting(p, '--bootstrap', L, 'bootstrap')
-    add_setting(p, '--fe-bootstrap', L, 'fe_bootstrap')
-    add_setting(p, '--bins', L, 'bins')
+    add_settings(p, L, 'bootstrap', 'fe_bootstrap', 'bins')
     add_setting(p, '--bandwidth', L, 'bandwidth', choices=None)
     p.add_argument('--latent-dG', action='store_true',
                    help='also compute each particle\'s dG directly in latent space '
@@ -190,15 +184,9 @@ def add_args(parser):
                    help='folder written by "landscape analyze" (reuses its states and map)')
     p.add_argument('--from-state', type=int, default=None, help='start state (0-based)')
     p.add_argument('--to-state', type=int, default=None, help='end state (0-based)')
-    add_setting(p, '--n-points', PathSettings, 'n_points')
-    add_setting(p, '--pc', PathSettings, 'pc')
+    add_settings(p, PathSettings, 'n_points', 'pc')
     add_setting(p, '--percentiles', PathSettings, 'percentiles', type=float, nargs=2)
-    add_setting(p, '--knn', PathSettings, 'knn')
-    add_setting(p, '--alpha', PathSettings, 'alpha')
-    add_setting(p, '--max-nodes', PathSettings, 'max_nodes')
-    add_setting(p, '--K', PathSettings, 'K')
-    add_setting(p, '--omega', PathSettings, 'omega')
-    add_setting(p, '--M', PathSettings, 'M')
+    add_settings(p, PathSettings, 'knn', 'alpha', 'max_nodes', 'K', 'omega', 'M')
     _state_args(p)
     _units_args(p)
     _decoder_args(p)
@@ -254,33 +242,18 @@ def _bandwidth(text):
         return str(text)
 
 
-def _load_model(model_dir, device):
-    """The trained model, through core.inference (imported lazily)."""
-    try:
-        from ..inference import load_model
-    except ImportError as exc:
-        raise RuntimeError('Decoding structures needs continuousflex_geodl.core.inference '
-                           '(load_model, decode_positions), which could not be imported '
-                           '(%s). Run without --model to get latents only.' % exc) from None
-    return load_model(model_dir, device=device)
-
-
 def make_decoder(model_dir, device='cpu', volumes=True):
-    """dict(decode_fn, volume_fn, apix, amplitudes) for a trained model."""
+    """dict(decode_fn, volume_fn, apix, amplitudes, model) for a trained model
+    (``core.inference.make_decoder``, imported only when a model is given)."""
     if not model_dir:
         return None
     try:
-        from ..inference import decode_amplitudes, decode_positions, decode_volumes
+        from ..inference import make_decoder as _make_decoder
     except ImportError as exc:
-        raise RuntimeError('Decoding structures needs continuousflex_geodl.core.inference '
-                           '(decode_positions, decode_volumes), which could not be imported '
-                           '(%s). Run without --model.' % exc) from None
-    model = _load_model(model_dir, device)
-    import numpy as np
-    amp = decode_amplitudes(model, np.zeros((1, model.zdim), np.float32))[0]
-    return dict(decode_fn=lambda z: decode_positions(model, z),
-                volume_fn=(lambda z: decode_volumes(model, z)) if volumes else None,
-                apix=float(model.apix), amplitudes=amp, model=model)
+        raise RuntimeError('Decoding structures needs continuousflex_geodl.core.inference, '
+                           'which could not be imported (%s). Run without --model to get '
+                           'latents only.' % exc) from None
+    return _make_decoder(model_dir, device, volumes=volumes)
 
 
 def _prior(args):

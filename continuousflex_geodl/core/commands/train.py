@@ -12,7 +12,8 @@ import logging
 import os
 
 from .. import logs
-from ..settings import ModelSettings, ReferenceSettings, TrainSettings, add_setting
+from ..settings import (ModelSettings, ReferenceSettings, TrainSettings, add_setting,
+                        add_settings)
 
 logger = logging.getLogger(__name__)
 
@@ -24,35 +25,27 @@ def add_args(p):
                    help='atomic model (.pdb/.cif), consensus map (.mrc) or reference cloud (.npz)')
     p.add_argument('--out', required=True, help='output model directory')
     add_setting(p, '--zdim', M, 'zdim')
-    add_setting(p, '--epochs', T, 'epochs')
-    add_setting(p, '--batch-size', T, 'batch_size')
-    add_setting(p, '--lr', T, 'lr')
-    add_setting(p, '--seed', M, 'seed')
-    add_setting(p, '--prior', M, 'prior')
+    add_settings(p, T, 'epochs', 'batch_size', 'lr')
+    add_settings(p, M, 'seed', 'prior')
     add_setting(p, '--beta', T, 'beta')
-    add_setting(p, '--n-atoms', R, 'n_atoms')
-    add_setting(p, '--sigma', R, 'sigma')
-    add_setting(p, '--refine-poses', M, 'refine_poses')
-    add_setting(p, '--nma-modes', M, 'nma_modes')
+    add_settings(p, R, 'n_atoms', 'sigma')
+    add_settings(p, M, 'refine_poses', 'nma_modes')
     p.add_argument('--modes', default=None,
                    help='normal modes of the reference (.npz with positions (N, 3) A and '
                         'modes (N, 3, M), e.g. ContinuousFlex NMA modes): displacements are '
                         'restricted to them (interpolated onto the pseudo-atoms)')
     add_setting(p, '--learn-amplitudes', M, 'dec_amplitudes')
-    add_setting(p, '--encoder-inputs', M, 'encoder_inputs')
-    add_setting(p, '--loss-resolution', M, 'loss_resolution')
+    add_settings(p, M, 'encoder_inputs', 'loss_resolution', 'ctf_pad')
     add_setting(p, '--time-limit', T, 'time_limit')
     p.add_argument('--resume', action='store_true', help='continue from the last checkpoint in --out')
-    add_setting(p, '--threads', T, 'threads')
-    add_setting(p, '--device', T, 'device')
+    add_settings(p, T, 'threads', 'device')
     p.add_argument('--allow-cpu-fallback', action='store_true',
                    help='run on the CPU (with a warning) when --device cuda is asked for '
                         'and no GPU is usable; without it that is an error')
     p.add_argument('--no-ctf', action='store_true',
                    help='accept particles without CTF parameters (only for CTF-free '
                         'images, e.g. simulated without CTF)')
-    add_setting(p, '--w-knn', T, 'w_knn')
-    add_setting(p, '--w-sinkhorn', T, 'w_sinkhorn')
+    add_settings(p, T, 'w_knn', 'w_sinkhorn')
 
 
 def main(args):
@@ -70,7 +63,8 @@ def main(args):
                     lr=args.lr, seed=args.seed, prior=args.prior, beta=args.beta,
                     refine_poses=bool(args.refine_poses), threads=args.threads,
                     device='cpu' if device.type == 'cpu' else args.device,
-                    loss_resolution=args.loss_resolution, time_limit=args.time_limit)
+                    loss_resolution=args.loss_resolution, ctf_pad=args.ctf_pad,
+                    time_limit=args.time_limit)
     if not args.resume:
         check_settings(dict(default_settings(), **settings))
     pset = load_particles(args.particles)

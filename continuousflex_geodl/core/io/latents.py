@@ -1,5 +1,7 @@
 """Latent coordinates from files: the one reader of (N, K) latent arrays
-(``decode``, the landscape commands and the benchmarks)."""
+(``decode``, the landscape commands and the benchmarks), and the shape rules
+of latent arrays in memory (``as_latents``: particles' latents,
+``as_latent_points``: points of a model's or mixture's latent space)."""
 import os
 
 import numpy as np
@@ -38,4 +40,29 @@ def load_latents(path, dim=None, min_rows=1):
     if dim is not None and z.shape[1] != dim:
         raise ValueError("'%s' holds %d-dimensional latents but %d are needed (the model's "
                          "latent dimension)." % (path, z.shape[1], dim))
+    return z
+
+
+def as_latents(z, min_rows=1, dtype=None, finite=False, name='latents'):
+    """``z`` as an (N, K) array of N particles' latents (a 1-D array is N
+    one-dimensional latents), of ``dtype`` when given.  ValueError when it is
+    not 2-D, has fewer than ``min_rows`` rows or (``finite``) holds NaN / inf."""
+    z = np.asarray(z) if dtype is None else np.asarray(z, dtype=dtype)
+    if z.ndim == 1:
+        z = z[:, None]
+    if z.ndim != 2 or len(z) < min_rows or (finite and not np.isfinite(z).all()):
+        raise ValueError('The %s must be a%s (N, K) array with N >= %d particles; got shape %s.'
+                         % (name, ' finite' if finite else 'n', min_rows, z.shape))
+    return z
+
+
+def as_latent_points(z, dim, dtype=np.float64, owner='this model'):
+    """``z`` as (M, ``dim``) points of a ``dim``-dimensional latent space (a
+    1-D array is one point), of ``dtype``; ValueError naming ``owner``."""
+    z = np.asarray(z, dtype=dtype)
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.shape[1] != dim:
+        raise ValueError('Latent points must be an (M, %d) array for %s; got shape %s.'
+                         % (dim, owner, z.shape))
     return z

@@ -345,7 +345,7 @@ def cell_centres(lo, width, bins):
 
 
 def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.0,
-               min_population=0.01, density=None, cache=None):
+               min_population=0.01, cache=None):
     """Free-energy basins of the map (binned KDE of the embedding ``y``).
 
     The density is ``density.binned_density`` (the map the user sees, same
@@ -356,15 +356,15 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     others are merged.  Basins holding less than ``min_population`` of the
     particles are merged.  Each particle belongs to the basin of its cell
     (its basin of attraction on the map).  ``weights`` (N,) optional particle
-    weights (bootstrap replicates); ``density`` the grid density if already
-    computed with the same weights; ``cache`` an optional dict kept between
+    weights (bootstrap replicates); the barriers' s.d. is computed from the
+    binned (weighted) counts, as the map is; ``cache`` an optional dict kept between
     calls on the same particles and grid (bootstrap replicates).
     """
     from .density import binned_density
     y = np.asarray(y, np.float64)
-    if density is None:
-        density = binned_density(y, h, lo, width, bins, weights)
+    density, counts = binned_density(y, h, lo, width, bins, weights, return_counts=True)
     dens = np.asarray(density, np.float64).ravel()
+    counts = counts.ravel()
     w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
     active = dens > dens.max() * np.exp(-20.0)  # dG < 20 kT
     act_idx = np.nonzero(active)[0]
@@ -386,8 +386,11 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     node_w = np.bincount(node_of[cell], w, minlength=len(act_idx))
     f = np.log(dens[act_idx])
 
+    occ = np.nonzero(counts > 0)[0]  # the binned particles: same estimate as the map
+    cy, cw = centres[occ], counts[occ]
+
     def significant(peaks, saddles, bars):
-        sd = barrier_std(y, h, centres[act_idx[peaks]], centres[act_idx[saddles]], w)
+        sd = barrier_std(cy, h, centres[act_idx[peaks]], centres[act_idx[saddles]], cw)
         return bars >= significance * sd
 
     bas = persistence_basins(f, e, barrier=barrier, min_population=min_population,
@@ -396,7 +399,7 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     cell_labels = np.full(len(dens), -1)
     cell_labels[act_idx] = bas.labels
     peaks = act_idx[bas.peaks]
-    bars, z = _final_barriers(y, h, w, f, e, bas, centres[act_idx])
+    bars, z = _final_barriers(cy, h, cw, f, e, bas, centres[act_idx])
     labels = cell_labels[cell]
     pops = np.bincount(labels, w, minlength=len(peaks)) / w.sum()
     return MapBasins(cell_labels, labels, peaks, bars, z, pops, density)

@@ -19,17 +19,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import metrics
+from ..io.latents import as_latents
 
 
 def check_latents(z, name='latents'):
     """``z`` as a finite float64 (N, K) array with N >= 3 (ValueError otherwise)."""
-    z = np.asarray(z, dtype=np.float64)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or len(z) < 3 or not np.isfinite(z).all():
-        raise ValueError('The %s must be a finite (N, K) array with N >= 3; got shape %s.'
-                         % (name, z.shape))
-    return z
+    return as_latents(z, min_rows=3, dtype=np.float64, finite=True, name=name)
 
 
 def _pair(z1, z2):

@@ -313,11 +313,13 @@ def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0
     return FreeEnergyMap(centres, dG, dG_std, dens, h, n, int(n_boot))
 
 
-def binned_density(y, h, lo, width, bins, weights=None, chunk=1 << 20):
+def binned_density(y, h, lo, width, bins, weights=None, chunk=1 << 20, return_counts=False):
     """The map's density (per unit area; [iy, ix] in 2D) of particles ``y``
     (N, D) with optional ``weights`` on the grid (lo, width, bins): the same
     linear binning and Gaussian smoothing as ``free_energy_map``, so
-    ``binned_density(y, fe.bandwidth, ...)`` equals ``fe.density``."""
+    ``binned_density(y, fe.bandwidth, ...)`` equals ``fe.density``.
+    ``return_counts``: also the (weighted) binned counts before smoothing,
+    same layout as the density."""
     from scipy.ndimage import gaussian_filter
     y = np.asarray(y)
     d = y.shape[1]
@@ -334,6 +336,9 @@ def binned_density(y, h, lo, width, bins, weights=None, chunk=1 << 20):
     grid = gaussian_filter(counts.reshape(shape_xy), sigma=np.asarray(h) / np.asarray(width),
                            mode='constant', truncate=4.0)
     grid = np.clip(grid, 0.0, None) / (max(total, 1e-300) * float(np.prod(width)))
+    if return_counts:
+        c = counts.reshape(shape_xy)
+        return (grid.T, c.T) if d == 2 else (grid, c)
     return grid.T if d == 2 else grid
 
 

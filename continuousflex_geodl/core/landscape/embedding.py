@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from ..io.latents import as_latents
 from ..settings import EmbeddingMethod
 
 METHODS = tuple(EmbeddingMethod.values())
@@ -101,13 +102,7 @@ def load_embedding(path):
 
 
 def _check_latents(z):
-    z = np.asarray(z)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or len(z) < 3:
-        raise ValueError('Latents must be an (N, K) array with at least 3 particles; got '
-                         'shape %s.' % (z.shape,))
-    return z
+    return as_latents(z, min_rows=3)
 
 
 def fit_pca(z, n_components=None, chunk=1 << 18):

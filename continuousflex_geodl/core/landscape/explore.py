@@ -44,7 +44,7 @@ From the map to a latent point (``to_latent``) -- stated in the side panel:
   views too.
 
 Decoding, subsets, paths and animations are those of the rest of the core
-(``commands.landscape.make_decoder``, ``landscape.series.decode_series``,
+(``inference.make_decoder``, ``landscape.series.decode_series``,
 ``landscape.subsets``, ``landscape.paths``, ``core.animate``).  The explorer
 needs a figure whose canvas is final: ``Explorer.build(figure)`` (e.g. a Tk
 canvas in the Scipion viewer, an Agg canvas in tests), or ``show()`` with
@@ -59,6 +59,7 @@ import subprocess
 import numpy as np
 
 from ..artifacts import LandscapeDir, PathDir, SubsetDir, json_default
+from ..settings import PATH_POINTS, ExploreInverse, ExplorePathKind
 from .density import free_energy_map
 
 logger = logging.getLogger(__name__)
@@ -142,12 +143,15 @@ class Explorer:
     ``out`` the output folder; ``attributes`` {name: (N,) array} to colour by;
     ``on_subset`` / ``on_point`` / ``on_path`` callbacks receiving the info
     dict of what was written; ``chimerax`` None (look for ``chimerax`` on
-    PATH), False (never open) or the program's path.
+    PATH), False (never open) or the program's path.  ``path_kind`` 'drawn' or
+    'density', ``inverse`` 'auto' or 'neighbours' (``settings.ExploreSettings``);
+    ``path_points`` points along a path (None: ``settings.PATH_POINTS`` of the
+    kind, 10 drawn, 20 density, as ``landscape path``).
     """
 
     def __init__(self, latents, model=None, landscape=None, particles=None, out='explore',
                  axes=None, colour=None, attributes=None, on_subset=None, on_point=None,
-                 on_path=None, device='cpu', chimerax=None, path_points=10,
+                 on_path=None, device='cpu', chimerax=None, path_points=None,
                  path_kind='drawn', inverse='auto', k_neighbours=10, max_points=20000,
                  first_state=0, seed=0):
         from ..io.latents import load_latents
@@ -164,13 +168,9 @@ class Explorer:
         self.out = os.fspath(out)
         self.device = device
         self.chimerax = chimerax
-        self.path_points = int(path_points)
-        if path_kind not in ('drawn', 'density'):
-            raise ValueError("path_kind must be 'drawn' or 'density'; got %r." % path_kind)
-        self.path_kind = path_kind
-        if inverse not in ('auto', 'neighbours'):
-            raise ValueError("inverse must be 'auto' or 'neighbours'; got %r." % inverse)
-        self.inverse = inverse
+        self.path_kind = ExplorePathKind.parse(path_kind).value
+        self.path_points = int(path_points or PATH_POINTS[self.path_kind])
+        self.inverse = ExploreInverse.parse(inverse).value
         self.k_neighbours = int(k_neighbours)
         self.max_points = int(max_points)
         self.first_state = int(first_state)
@@ -338,12 +338,12 @@ class Explorer:
     # ------------------------------------------------------------ decoding
     def decoder(self):
         """dict(decode_fn, volume_fn, apix, amplitudes, model) of the model
-        (``commands.landscape.make_decoder``), loaded on first use; None
+        (``inference.make_decoder``), loaded on first use; None
         without a model."""
         if self.model is None:
             return None
         if self._decoder is None:
-            from ..commands.landscape import make_decoder
+            from ..inference import make_decoder
             self._decoder = make_decoder(self.model, self.device, volumes=True)
             m = self._decoder['model']
             if m.zdim != self.k:
@@ -435,6 +435,9 @@ class Explorer:
     def _set_selection(self, mask, info):
         self.selection, self.selection_info = mask, info
         self._draw_selection()
+        if mask is not None:
+            self._status('%d of %d particles selected (%s): "Save selection" or key w '
+                         'writes them' % (mask.sum(), self.n, info['kind']))
         return self.selected_indices()
 
     def save_selection(self):
@@ -559,7 +562,7 @@ class Explorer:
         self._info_text = self.info_ax.text(0, 1, '', va='top', ha='left', fontsize=8,
                                             family='monospace', wrap=True,
                                             transform=self.info_ax.transAxes)
-        self._status_text = fig.text(0.05, 0.015, '', fontsize=8, color='0.2')
+        self._status_text = fig.text(0.05, 0.015, '', fontsize=8, color='0.2', wrap=True)
         w = {}
         ax_mode = fig.add_axes([0.585, 0.05, 0.11, 0.3])
         ax_mode.set_title('mode', fontsize=8)
@@ -620,9 +623,11 @@ class Explorer:
         if self.figure is None:
             return
         for name, sel in self._selectors.items():
-            if name != mode and name == 'polygon':
+            active = name == mode
+            if not active and name == 'polygon' and sel.verts:
                 sel.clear()
-            sel.set_active(name == mode)
+            sel.set_active(active)
+            sel.set_visible(active)   # an idle polygon would show a handle at (0, 0)
         if mode != 'path':
             self.path_vertices = []
             self._draw_path_vertices()
@@ -650,7 +655,7 @@ class Explorer:
         self.selection = self.selection_info = None
         self.path_vertices = []
         if self.figure is not None:
-            if 'polygon' in self._selectors:
+            if self._selectors['polygon'].verts:
                 self._selectors['polygon'].clear()
             self._draw_selection()
             self._draw_path_vertices()
@@ -702,6 +707,7 @@ class Explorer:
                                   props=dict(facecolor='none', edgecolor='r', lw=1.2)))
         for name, sel in self._selectors.items():
             sel.set_active(name == self.mode)
+            sel.set_visible(name == self.mode)
 
     def _draw_map(self):
         from .plots import plot_free_energy
@@ -721,9 +727,12 @@ class Explorer:
         if v.state_points is not None and len(v.state_points):
             sp = np.asarray(v.state_points)[:, :2]
             ax.scatter(sp[:, 0], sp[:, 1], s=70, c='w', edgecolors='k', zorder=6, marker='o')
+            from matplotlib import patheffects
             for s, p in enumerate(sp):
                 ax.annotate(str(s + self.first_state), p, xytext=(5, 5),
-                            textcoords='offset points', fontweight='bold', zorder=7)
+                            textcoords='offset points', fontweight='bold', zorder=7,
+                            color='w', path_effects=[patheffects.withStroke(
+                                linewidth=2.5, foreground='k')])
         ax.set_title('%d particles on the %s map' % (self.n, axes_name(v.axes)), fontsize=10)
         self._make_selectors()
         self._update_info()
@@ -776,9 +785,6 @@ class Explorer:
             self._selection_artist = self.ax.scatter(
                 self.view.y[idx, 0], self.view.y[idx, 1], s=14, facecolors='none',
                 edgecolors='r', lw=0.6, zorder=4)
-            self._status('%d of %d particles selected (%s): "Save selection" or key w '
-                         'writes them' % (self.selection.sum(), self.n,
-                                          self.selection_info['kind']))
         self._update_info()
         self.figure.canvas.draw_idle()
 
@@ -849,6 +855,14 @@ class Explorer:
                                              else 'n/a', p['units'],
                                              os.path.basename(p['mrc'] or p['pdb'] or
                                                               p['name'] + '.json')))
+        if self.subsets:
+            q = self.subsets[-1]
+            lines.append('%s: %d particles saved' % (q['name'], q['n_selected']))
+        if self.paths:
+            q = self.paths[-1]
+            lines.append('%s: %d points (%s) %s' % (
+                q['name'], q['n_points'], q['kind'],
+                'path.pdb, path_*.mrc, path.gif, path.cxc' if q['files'] else 'latents'))
         self._info_text.set_text('\n'.join(lines))
 
     def _status(self, text, error=False):
@@ -856,6 +870,7 @@ class Explorer:
             logger.warning('explore: %s', text)
         if self.figure is None or not hasattr(self, '_status_text'):
             return
+        self._update_info()
         self._status_text.set_text(text)
         self._status_text.set_color('r' if error else '0.2')
         self.figure.canvas.draw_idle()

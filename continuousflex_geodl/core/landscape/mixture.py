@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..artifacts import ModelDir
+from ..io.latents import as_latent_points
 
 LOG2PI = np.log(2.0 * np.pi)
 
@@ -123,13 +124,8 @@ class Mixture:
         return z
 
     def _check(self, z):
-        z = np.asarray(z, dtype=np.float64)
-        if z.ndim == 1:
-            z = z[None]
-        if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ValueError('Latent points must be (M, %d) for this %d-dimensional mixture; '
-                             'got shape %s.' % (self.dim, self.dim, z.shape))
-        return z
+        return as_latent_points(z, self.dim, np.float64,
+                                'this %d-dimensional mixture' % self.dim)
 
     # -------------------------------------------------------------- creation
     @classmethod

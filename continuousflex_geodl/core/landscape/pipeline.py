@@ -18,6 +18,7 @@ from ..io.latents import load_latents as read_latents
 from ..settings import PATH_POINTS, PathKind
 from .density import DEFAULT_TEMPERATURE, energy_scale, free_energy_map
 from .embedding import fit_embedding, fit_pca
+from .plots import axis_labels
 from .states import fit_states, load_states
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,8 @@ def load_latents(path):
     return read_latents(path, min_rows=10)
 
 
-def _axis_labels(method):
-    return {'pca': ('PC1', 'PC2'), 'umap': ('UMAP 1', 'UMAP 2'),
-            'tsne': ('t-SNE 1', 't-SNE 2')}.get(method, ('embedding 1', 'embedding 2'))
+#: axis names of an embedding method (``plots.axis_labels``)
+_axis_labels = axis_labels
 
 
 # ------------------------------------------------------------------ analyze

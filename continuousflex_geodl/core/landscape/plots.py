@@ -18,6 +18,13 @@ from .density import DEFAULT_TEMPERATURE, energy_scale
 PATH_COLOURS = ('#d62728', '#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b')
 
 
+def axis_labels(method):
+    """Axis names of a 2D embedding method ('pca', 'umap', 'tsne', other)."""
+    return {'pca': ('PC1', 'PC2'), 'umap': ('UMAP 1', 'UMAP 2'),
+            'tsne': ('t-SNE 1', 't-SNE 2')}.get(str(method).lower(),
+                                               ('embedding 1', 'embedding 2'))
+
+
 def new_figure(width=6.0, height=5.0, dpi=100):
     """A pyplot-free Agg figure (safe headless and in threads)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -76,7 +76,10 @@ node -- found by a kd-tree within 1.5x the exact nearest distance, which
 agreed with the exact assignment for 99.99 % of 10^6 toy particles at 2.5x
 the speed).
 
-(Map basins use every particle: the binned map is O(N).)
+(Map basins use every particle: the binned map is O(N); above ``max_fit``
+particles the soft fit and the bootstrap replicates work on the occupied
+grid cells weighted by their particle counts -- a cell's Poisson(1) weights
+sum to Poisson(count) -- so a replicate costs O(cells), not O(N).)
 Populations are the fraction of *all* particles assigned to each state.
 Uncertainty (mixture, k-means, latent/prior basins): ``n_boot`` bootstrap replicates resample the fitted particles
 with replacement, refit the model (warm-started, same number of states) and
@@ -95,6 +98,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..artifacts import LandscapeDir
+from ..io.latents import as_latents
 from .basins import knn_edges, persistence_basins, smooth_log_density
 from .mixture import Mixture
 
@@ -358,12 +362,7 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
     density on the k-NN graph before persistence (0: the density at each
     particle).
     """
-    z = np.asarray(z)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or len(z) < 10:
-        raise ValueError('Latents must be an (N, K) array with at least 10 particles; got '
-                         'shape %s.' % (z.shape,))
+    z = as_latents(z, min_rows=10)
     method = 'prior' if prior is not None else str(method).lower()
     if method not in ('gmm', 'kmeans', 'prior'):
         raise ValueError("Unknown state method '%s': use 'gmm' or 'kmeans' (or give a "
@@ -399,10 +398,10 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
         barrier = MAP_BARRIER if on_map else 1.0
     if on_map and method == 'gmm':
         return _fit_map_states(z, embedding, bandwidth, bins, barrier, significance,
-                               min_population, n_boot, seed)
+                               min_population, n_boot, seed, max_fit)
     if on_map:  # k-means with as many clusters as the map has basins
         n_states = _fit_map_states(z, embedding, bandwidth, bins, barrier, significance,
-                                   min_population, 0, seed).n_states
+                                   min_population, 0, seed, max_fit).n_states
         sel = 'map'
     rng = np.random.default_rng(seed)
     n = len(z)
@@ -491,8 +490,10 @@ def fit_states(z, method='gmm', n_states='auto', prior=None, max_states=10, barr
 
 
 def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_population,
-                    n_boot, seed):
-    """States = significant basins of the free-energy map (module docstring)."""
+                    n_boot, seed, max_fit=20000):
+    """States = significant basins of the free-energy map (module docstring).
+    The map, basins and replicates use every particle; the soft populations
+    a random subsample of at most ``max_fit`` (their EM is O(N) per step)."""
     from .basins import cell_centres, map_basins
     from .density import map_bandwidth, map_grid
     from .embedding import fit_pca
@@ -518,7 +519,19 @@ def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_po
     # soft populations: one mixture component per minimum, summed per state
     comp_state = np.array([np.bincount(mb.labels[minima.labels == r], minlength=n_st).argmax()
                            for r in range(n_minima)])
-    pops = np.bincount(comp_state, soft_populations(y, minima.labels, n_minima, None, area),
+    # the units the soft fit and the bootstrap work on: the particles, or (N >
+    # max_fit) the occupied grid cells with their particle counts -- the
+    # replicates are then O(cells): a cell's Poisson(1) weights sum to Poisson(count)
+    if n > max_fit:
+        from .basins import cell_index
+        cells = cell_index(y, lo, width, nb)
+        occ, cnt = np.unique(cells, return_counts=True)
+        ys, w0 = cell_centres(lo, width, nb)[occ], cnt.astype(np.float64)
+        first = np.unique(cells, return_index=True)[1]  # a particle of each cell
+    else:
+        ys, w0, first = y, np.ones(n), slice(None)
+    comp = minima.labels[first]
+    pops = np.bincount(comp_state, soft_populations(ys, comp, n_minima, w0, area),
                        minlength=n_st)
     order = np.argsort(-pops, kind='stable')
     remap = np.empty(n_st, np.int64)
@@ -532,11 +545,12 @@ def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_po
     soft = np.zeros((int(n_boot), n_st))
     found = np.zeros((int(n_boot), n_st), bool)
     cache = {}
+    lab0 = labels[first]
     for b in range(int(n_boot)):
-        w = rng.poisson(1.0, n).astype(np.float64)
-        rb = map_basins(y, h, lo, width, nb, weights=w, cache=cache, **kw)
-        reps[b], found[b] = _match_replicate(labels, rb.labels, w, n_st)
-        soft[b] = np.bincount(comp_state, soft_populations(y, minima.labels, n_minima, w, area),
+        w = rng.poisson(w0).astype(np.float64)
+        rb = map_basins(ys, h, lo, width, nb, weights=w, cache=cache, **kw)
+        reps[b], found[b] = _match_replicate(lab0, rb.labels, w, n_st, w0)
+        soft[b] = np.bincount(comp_state, soft_populations(ys, comp, n_minima, w, area),
                               minlength=n_st)
     centres = cell_centres(lo, width, nb)
     grid = dict(lo=lo, width=width, bins=np.asarray(nb), bandwidth=np.asarray(h))
@@ -636,7 +650,7 @@ def soft_populations(y, labels, n_st, weights=None, area=1.0, n_iter=100, tol=1e
     return rw / max(rw.sum(), 1e-300)
 
 
-def _match_replicate(labels, rep_labels, w, n_st):
+def _match_replicate(labels, rep_labels, w, n_st, size=None):
     """Populations of the original states in a bootstrap replicate and
     whether the replicate found each of them.
 
@@ -645,12 +659,13 @@ def _match_replicate(labels, rep_labels, w, n_st):
     Jaccard index >= 0.5.  Every replicate basin gives its (weighted)
     population to its partner, or, if it has none, to the state it overlaps
     most -- so a state the replicate merged into a neighbour gets 0 and the
-    neighbour its population.
+    neighbour its population.  ``size`` (n,) particles per unit (cells), 1 by
+    default.
     """
     from scipy.optimize import linear_sum_assignment
     n_new = int(rep_labels.max()) + 1
     tab = np.zeros((n_new, n_st))
-    np.add.at(tab, (rep_labels, labels), 1.0)
+    np.add.at(tab, (rep_labels, labels), 1.0 if size is None else size)
     r, c = linear_sum_assignment(-tab)
     dest = tab.argmax(1)
     dest[r] = c

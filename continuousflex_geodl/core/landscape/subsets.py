@@ -14,7 +14,9 @@ file they came from).  Selections combine with ``&`` / ``|``.
 * ``select_ball(z, centre, radius)`` -- latents within a Euclidean radius of
   a point (boundary included).
 * ``select_mask(selection, ...)`` -- one of the above chosen by a
-  ``Selection`` (what the *subset from landscape* protocol offers).
+  ``Selection`` (what the *subset from landscape* protocol offers), or a
+  list of particle ids (``Selection.IDS``: a selection made in the
+  interactive explorer, ``core.landscape.explore``).
 * ``write_indices`` / ``read_indices`` -- plain text, one index per line
   (0-based unless ``one_based``), with a ``#`` comment header.
 * ``export_star(particles, indices, out)`` -- the subset as a RELION .star
@@ -117,10 +119,12 @@ class Selection(enum.IntEnum):
     POLYGON = 2
     FREE_ENERGY = 3
     BALL = 4
+    IDS = 5
 
 
 def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=None,
-                box=None, polygon=None, max_dG=None, center=None, radius=None):
+                box=None, polygon=None, max_dG=None, center=None, radius=None, ids=None,
+                id_list=None):
     """Boolean mask (N,) of one selection (a ``Selection``, its value or name).
 
     * STATES: ``states`` (N,) labels that are in ``state_ids`` (same
@@ -128,7 +132,9 @@ def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=No
     * BOX: ``zred`` (N, >=2) inside ``box`` = (xmin, xmax, ymin, ymax);
     * POLYGON: ``zred`` inside ``polygon`` (V, 2) (boundary included);
     * FREE_ENERGY: ``dG`` (N,) <= ``max_dG`` (NaN never selected);
-    * BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,).
+    * BALL: ``z`` (N, K) within ``radius`` of ``center`` (K,);
+    * IDS: ``ids`` (N,) (e.g. Scipion particle ids) that are in ``id_list``
+      (the particles chosen in the interactive explorer).
     """
     if isinstance(selection, str):
         try:
@@ -149,6 +155,8 @@ def select_mask(selection, states=None, zred=None, z=None, dG=None, state_ids=No
         return select_polygon(zred, polygon)
     if selection == Selection.FREE_ENERGY:
         return select_free_energy(dG, max_dG)
+    if selection == Selection.IDS:
+        return np.isin(np.asarray(ids), np.asarray(id_list, dtype=np.int64))
     return select_ball(z, center, radius)
 
 

@@ -155,7 +155,8 @@ def make_batch(pset, idx, model, device='cpu'):
         idx_t=torch.as_tensor(idx, device=device),
         F_loss=imaging.fourier_crop(F, model.loss_box),
         F_enc=imaging.fourier_crop(F, model.enc_box),
-        ctf_loss=ctf_on(model.loss_box, model.loss_apix),
+        ctf_loss=ctf_on(getattr(model, 'loss_pad_box', model.loss_box)
+                        if ctfp is not None else model.loss_box, model.loss_apix),
         ctf_enc=ctf_on(model.enc_box, model.enc_apix),
         rot=rot,
         euler=torch.as_tensor(euler, dtype=torch.float32, device=device),

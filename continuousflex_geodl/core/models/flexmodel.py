@@ -69,6 +69,12 @@ class FlexModel(nn.Module):
                                                         self.loss_resolution)
         self.enc_box = imaging.crop_box_for_resolution(self.box, self.apix,
                                                        cfg['enc_resolution'])
+        pad = float(cfg.get('ctf_pad') or 1.0)
+        if pad < 1.0:
+            raise ValueError('ctf_pad must be at least 1 (got %g).' % pad)
+        #: canvas (px, loss pixel size) on which the CTF is applied in the loss
+        self.loss_pad_box = imaging.even_box(int(round(self.loss_box * pad))) \
+            if cfg['ctf'] and pad > 1.0 else self.loss_box
         self.log_scale = nn.Parameter(torch.zeros(()))
         self.log_sigma = nn.Parameter(torch.tensor(math.log(float(cfg['sigma']))))
         self.register_buffer('noise_var', torch.ones(()))

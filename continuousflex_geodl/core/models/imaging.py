@@ -121,13 +121,27 @@ def render_fourier(positions, amplitudes, sigma, rotations, box, apix, shifts,
     The cloud is rendered with the exact separable projector on the d-pixel
     grid of pixel size ``apix`` (already the coarse one), transformed with the
     ortho FFT, scaled by ``full_box / d`` (so it matches ``image_spectra`` of
-    full-size images cropped to d) and multiplied by ``-ctf``.
+    full-size images cropped to d) and multiplied by ``-ctf``.  When ``ctf``
+    is given on a larger (padded) grid of the same pixel size, the CTF is
+    applied to the projection on that canvas and the central d x d window is
+    kept (``FlexModel`` setting ``ctf_pad``).
     """
-    img = project(positions, amplitudes, sigma, rotations, box, apix, shifts=shifts)
-    F = torch.fft.fft2(img, norm='ortho') * (float(full_box) / box)
-    if ctf is not None:
-        F = F * (-ctf)
-    return F
+    pad = int(ctf.shape[-1]) if ctf is not None else box
+    if pad <= box:
+        img = project(positions, amplitudes, sigma, rotations, box, apix, shifts=shifts)
+        F = torch.fft.fft2(img, norm='ortho') * (float(full_box) / box)
+        if ctf is not None:
+            F = F * (-ctf)
+        return F
+    # CTF on a padded canvas (``ctf`` given on a pad-pixel grid of the same
+    # pixel size), then the central d x d window: the particle's own signal
+    # that the CTF delocalises beyond the box leaves it, as in a particle
+    # extracted from a micrograph, instead of wrapping around
+    img = project(positions, amplitudes, sigma, rotations, pad, apix, shifts=shifts)
+    img = torch.fft.ifft2(torch.fft.fft2(img) * (-ctf)).real
+    o = pad // 2 - box // 2
+    img = img[..., o:o + box, o:o + box]
+    return torch.fft.fft2(img, norm='ortho') * (float(full_box) / box)
 
 
 def rotate_inplane(images, psi_deg):

@@ -7,6 +7,7 @@ uniformly random poses, per-particle CTF (defocus 1-2.5 um, 300 kV) and
 Gaussian noise at a given SNR (variance of the clean CTF-modulated image over
 the box / noise variance).  Conventions are those of ``core``.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,3 +132,21 @@ def make_toy_particles(n=512, box=48, apix=2.5, n_atoms=300, sigma=None,
                  image_scale=float(image_scale),
                  deform=lambda si: hinge_deform(ref, mask, hinge, axis, max_angle * si))
     return parts, truth
+
+
+def write_toy_dataset(folder, pdb=False, **kwargs):
+    """``make_toy_particles(**kwargs)`` as files in ``folder``: particles.star
+    (+ particles.mrcs), ref.npz (positions, amplitudes, sigma of the true
+    reference, state s = 0) and, with ``pdb``, ref.pdb.  Returns
+    ``(ParticleSet, truth)``."""
+    from ..io.pdb import write_pdb
+    from ..particles import ArrayImageSource, ParticleSet, write_particles_star
+    parts, truth = make_toy_particles(**kwargs)
+    pset = ParticleSet(ArrayImageSource(parts.images), parts.apix, parts.euler,
+                       parts.shifts, parts.ctf)
+    write_particles_star(os.path.join(folder, 'particles.star'), pset)
+    np.savez(os.path.join(folder, 'ref.npz'), positions=truth['reference'],
+             amplitudes=truth['amplitudes'], sigma=truth['sigma'])
+    if pdb:
+        write_pdb(os.path.join(folder, 'ref.pdb'), truth['reference'])
+    return pset, truth

@@ -41,7 +41,8 @@ Confidence.  After the last stage, the K refined candidates of a particle
 get posterior weights ``softmax(max(cc_k, 0)^2 / 2)``; the confidence is the
 posterior mass of the candidates within one global grid step of the best
 (i.e. of the best pose's basin).  Close to 1 when the best pose is far more
-likely than any other basin; about 1/K for pure noise.
+likely than any other basin (saturates there: most real particles at SNR
+0.1); between 1/K and 1, typically 0.3-0.8 for pure noise with K = 3.
 
 Cost: the global stage is O(orientations x particles x shifts x band) in
 BLAS; local stages render ``particles x K x 27`` templates per move with the
@@ -61,6 +62,7 @@ from .grids import geodesic_deg, local_offsets, shift_grid, so3_grid
 
 #: star columns written by the ``poses`` command (see ``core.poses``)
 CONFIDENCE_LABEL = 'cfgeodlPoseConfidence'
+REFERENCE_LABEL = 'cfgeodlPoseReference'
 #: local stages search shifts on a (2 SHIFT_REACH + 1)^2 lattice around the current one
 SHIFT_REACH = 2
 #: candidates more than this many nats of log-likelihood below their particle's
@@ -79,6 +81,7 @@ class PoseSearchResult:
     noise_sd: float
     stages: list = field(default_factory=list)
     seconds: float = 0.0
+    reference_index: np.ndarray = None  # (N,) 0-based best reference (several references)
 
 
 # ---------------------------------------------------------------- planning
@@ -146,8 +149,8 @@ def estimate_noise_sd(pset, radius_A, n=256):
     c = (np.arange(D) - D // 2) * pset.apix
     r = np.sqrt(c[None, :] ** 2 + c[:, None] ** 2)
     mask = r > radius_A
-    if mask.sum() < 0.1 * D * D:  # molecule fills the box: outer ring
-        mask = r > 0.9 * r.max() * 0.7
+    if mask.sum() < 0.1 * D * D:  # molecule fills the box: corners and outer ring
+        mask = r > 0.45 * D * pset.apix
     v = imgs[:, mask]
     return float(np.sqrt(np.median(v.var(axis=1))))
 
@@ -187,8 +190,7 @@ class _Band:
         return self.select(fourier_crop(X_full, self.d))
 
     def ctf(self, ctf_rows):
-        """-C on the band, (B, F) float32; ones without CTF."""
-        import torch
+        """-C on the band, (B, F) float32; None without CTF."""
         from ..models.imaging import ctf_values
         if ctf_rows is None:
             return None
@@ -220,7 +222,9 @@ def _ri(z):
     return torch.cat([z.real, z.imag], -1)
 
 
-def _render_chunk(n_atoms, d, budget=2.5e7):
+def _render_chunk(n_atoms, d, budget=3e6):
+    """Templates rendered at once.  Small chunks reuse the allocator's memory:
+    2.5e7 floats per chunk cost 1.5x more CPU (page faults) than 3e6."""
     return int(max(16, budget // max(1, n_atoms * d)))
 
 
@@ -236,19 +240,15 @@ def search_poses(pset, reference, max_shift=None, coarse_step=10.0, final_step=1
     offset range) bounds |t|.  Returns a ``PoseSearchResult``.
     """
     import torch
-    from ..geometry import euler_to_matrix, matrix_to_euler
+    from ..geometry import euler_to_matrix
     t_start = time.time()
     log = log or (lambda msg: None)
     dev = torch.device(device)
-    pos, amp, sigma = _cloud(reference)
-    pos_t = torch.as_tensor(np.asarray(pos, np.float32), device=dev)
-    amp_t = torch.as_tensor(np.asarray(amp, np.float32), device=dev)
-    sigma = float(sigma)
+    pos, pos_t, amp_t, sigma, radius = _reference_tensors(reference, dev)
     N, D, apix = len(pset), pset.box, pset.apix
     if max_shift is None:
         max_shift = 5.0 * apix
     max_shift = float(max_shift)
-    radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))
     ctf_all = pset.ctf if (use_ctf and pset.ctf is not None) else None
     stages = plan_stages(D, apix, radius, sigma, ctf_all, coarse_step, final_step,
                          resolution, coarse_resolution, max_shift)
@@ -327,7 +327,6 @@ def search_poses(pset, reference, max_shift=None, coarse_step=10.0, final_step=1
         R = Rm.gather(1, pick[..., None, None].expand(-1, -1, 3, 3))
         t = S0[best_s.gather(1, pick)]  # (B, K, 2)
         cc = best_sc.gather(1, pick)
-        Kb = R.shape[1]
         timing[0] += time.time() - t0
 
         # ---- local stages
@@ -354,14 +353,44 @@ def search_poses(pset, reference, max_shift=None, coarse_step=10.0, final_step=1
         score_out[idx] = cc[torch.arange(B), kb].double().cpu().numpy()
         log('  particles %d-%d / %d done (%.1f s)' % (idx[0] + 1, idx[-1] + 1, N,
                                                         time.time() - t_start))
-    rot, tilt, psi = matrix_to_euler(rot_out)
-    for st, sec in zip(stages, timing):
-        st['seconds'] = float(sec)
-    return PoseSearchResult(euler=np.stack([rot, tilt, psi], 1), shifts=t_out,
-                            rotations=rot_out, confidence=conf_out, score=score_out,
-                            noise_sd=noise_sd, stages=stages,
-                            seconds=time.time() - t_start)
+    return _pose_result(rot_out, t_out, conf_out, score_out, noise_sd, stages, timing,
+                        t_start)
 
+
+
+def search_poses_multi(pset, references, noise_sd=None, log=None, **settings):
+    """``search_poses`` against each of several references (e.g. structures of
+    the states of a landscape); each particle keeps the pose of the reference
+    with the best score (scores are in noise units whatever the reference, so
+    they compare).  ``reference_index`` of the result gives the 0-based choice.
+    """
+    references = list(references)
+    if not references:
+        raise ValueError('search_poses_multi: no reference given')
+    if noise_sd is None:
+        pos, _, sigma = _cloud(references[0])
+        radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))
+        noise_sd = estimate_noise_sd(pset, radius + 2 * sigma)
+    results = []
+    for k, ref in enumerate(references):
+        if log and len(references) > 1:
+            log('reference %d / %d' % (k + 1, len(references)))
+        results.append(search_poses(pset, ref, noise_sd=noise_sd, log=log, **settings))
+    best = np.argmax(np.stack([r.score for r in results]), axis=0)
+    n = np.arange(len(best))
+
+    def pick(name):
+        return np.stack([getattr(r, name) for r in results])[best, n]
+
+    stages = results[0].stages
+    for r in results[1:]:
+        for st, other in zip(stages, r.stages):
+            st['seconds'] = st.get('seconds', 0.0) + other.get('seconds', 0.0)
+    return PoseSearchResult(euler=pick('euler'), shifts=pick('shifts'),
+                            rotations=pick('rotations'), confidence=pick('confidence'),
+                            score=pick('score'), noise_sd=float(noise_sd), stages=stages,
+                            seconds=float(sum(r.seconds for r in results)),
+                            reference_index=best)
 
 
 def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final_step=1.0,
@@ -377,13 +406,11 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
     1: a single candidate).
     """
     import torch
-    from ..geometry import euler_to_matrix, matrix_to_euler
+    from ..geometry import euler_to_matrix
     t_start = time.time()
     log = log or (lambda msg: None)
     dev = torch.device(device)
-    pos, amp, sigma = _cloud(reference)
-    pos_t = torch.as_tensor(np.asarray(pos, np.float32), device=dev)
-    amp_t = torch.as_tensor(np.asarray(amp, np.float32), device=dev)
+    pos, pos_t, amp_t, sigma, radius = _reference_tensors(reference, dev)
     N, D, apix = len(pset), pset.box, pset.apix
     euler = pset.euler if euler is None else euler
     shifts = pset.shifts if shifts is None else shifts
@@ -392,13 +419,13 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
                          'particles without angles')
     shifts = np.zeros((N, 2)) if shifts is None else np.asarray(shifts, np.float64)
     max_shift = float(5.0 * apix if max_shift is None else max_shift)
-    radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))
     ctf_all = pset.ctf if (use_ctf and pset.ctf is not None) else None
     stages = plan_stages(D, apix, radius, sigma, ctf_all, 2.0 * float(start_step),
                          final_step, resolution, None, max_shift)
-    # shift lattice of the first local stage: +-1 A, halving after
+    # shift lattice of the first local stage: steps of half a pixel (reach
+    # SHIFT_REACH steps), halving after
     for k, st in enumerate(stages):
-        st['shift_step'] = 2.0 * apix / 2 ** k / 2.0
+        st['shift_step'] = 0.5 * apix / 2 ** max(0, k - 1)
     if noise_sd is None:
         noise_sd = estimate_noise_sd(pset, radius + 2 * sigma)
     norm_c = math.sqrt(2.0) / max(float(noise_sd), 1e-12)
@@ -424,12 +451,21 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
         score_out[idx] = cc[:, 0].double().cpu().numpy()
         log('  particles %d-%d / %d refined (%.1f s)' % (idx[0] + 1, idx[-1] + 1, N,
                                                            time.time() - t_start))
-    rot, tilt, psi = matrix_to_euler(rot_out)
+    # stage 0 (the global grid) is not run here
+    return _pose_result(rot_out, t_out, np.ones(N), score_out, noise_sd, stages[1:],
+                        timing[1:], t_start)
+
+
+def _pose_result(rotations, shifts, confidence, score, noise_sd, stages, timing, t_start):
+    """``PoseSearchResult`` of the best rotations (N, 3, 3) and shifts (N, 2)
+    A; each stage records its ``seconds`` (``timing``)."""
+    from ..geometry import matrix_to_euler
+    rot, tilt, psi = matrix_to_euler(rotations)
     for st, sec in zip(stages, timing):
         st['seconds'] = float(sec)
-    return PoseSearchResult(euler=np.stack([rot, tilt, psi], 1), shifts=t_out,
-                            rotations=rot_out, confidence=np.ones(N), score=score_out,
-                            noise_sd=float(noise_sd), stages=stages[1:],
+    return PoseSearchResult(euler=np.stack([rot, tilt, psi], 1), shifts=shifts,
+                            rotations=rotations, confidence=confidence, score=score,
+                            noise_sd=float(noise_sd), stages=stages,
                             seconds=time.time() - t_start)
 
 
@@ -438,6 +474,18 @@ def _cloud(reference):
         return reference.positions, reference.amplitudes, float(reference.sigma)
     pos, amp, sigma = reference
     return pos, amp, float(sigma)
+
+
+def _reference_tensors(reference, dev):
+    """(positions, positions tensor, amplitudes tensor, sigma, radius) of the
+    reference (``_cloud``), tensors float32 on ``dev``; radius (A): the largest
+    distance of a pseudo-atom from the box centre."""
+    import torch
+    pos, amp, sigma = _cloud(reference)
+    pos_t = torch.as_tensor(np.asarray(pos, np.float32), device=dev)
+    amp_t = torch.as_tensor(np.asarray(amp, np.float32), device=dev)
+    radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))
+    return pos, pos_t, amp_t, sigma, radius
 
 
 def _local_stages(bands, stages, first, ref, X_full, rows, R, t, max_shift, norm_c,
@@ -510,9 +558,10 @@ def _local_stages(bands, stages, first, ref, X_full, rows, R, t, max_shift, norm
 def _polish(band, ref, X_full, rows, R, t, cc_in, max_shift, norm_c, iters=30, lr_deg=0.5,
             lr_shift=0.25, chunk=None):
     """Gradient ascent of cc over a small rotation ``exp([w]x) R`` and shift for
-    each candidate R (B, K, 3, 3), t (B, K, 2) with a finite score ``cc_in`` at ``band`` (Adam, cosine-decayed
-    steps of ``lr_deg`` degrees / ``lr_shift`` A): follows ridges of the score
-    that a grid search crosses at an angle.  Returns (R, t, cc (B, K))."""
+    each candidate R (B, K, 3, 3), t (B, K, 2) with a finite score ``cc_in``
+    at ``band`` (Adam, cosine-decayed steps of ``lr_deg`` degrees / ``lr_shift``
+    A; the best point visited is kept): follows ridges of the score that a
+    grid search crosses at an angle.  Returns (R, t, cc (B, K))."""
     import torch
     from ..models.pose import axis_angle_to_matrix
     from ..render import project
@@ -531,7 +580,7 @@ def _polish(band, ref, X_full, rows, R, t, cc_in, max_shift, norm_c, iters=30, l
     w = torch.zeros((Q, 3), device=dev, requires_grad=True)
     dt = torch.zeros((Q, 2), device=dev, requires_grad=True)
     opt = torch.optim.Adam([dict(params=[w], lr=lr_deg), dict(params=[dt], lr=lr_shift)])
-    chunk = chunk or _render_chunk(ref[0].shape[0], band.d, 1e7)
+    chunk = chunk or _render_chunk(ref[0].shape[0], band.d)
     scale = float(band.full_box) / band.d
     deg = math.pi / 180.0
 
@@ -588,5 +637,7 @@ def posed_particles(pset, result):
         index=range(len(pset)))
     meta[CONFIDENCE_LABEL] = np.asarray(result.confidence, dtype=np.float64)
     meta[SCORE_LABEL] = np.asarray(result.score, dtype=np.float64)
+    if result.reference_index is not None:
+        meta[REFERENCE_LABEL] = np.asarray(result.reference_index, dtype=np.int64) + 1
     out.metadata = meta
     return out

@@ -1,9 +1,12 @@
 """Encoder inputs of every particle, memory-mapped on disk (per process)."""
 import os
+import time
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
+
+from ..models.data import make_batch
 
 
 class FeatureCache:
@@ -46,8 +49,6 @@ class FeatureCache:
         reads them back like every later one (computing them during the
         first epoch made it about half as fast as the next ones).  Returns
         the wall time (s)."""
-        import time
-        from ..models.data import make_batch
         todo = np.nonzero(np.asarray(self.arrays['done']) == 0)[0]
         t0 = time.time()
         for s in range(0, len(todo), batch_size):

@@ -26,6 +26,7 @@ from .. import runtime
 from ..artifacts import ModelDir
 from ..atomic_model import check_in_box
 from ..geometry import euler_to_matrix, matrix_to_euler
+from ..losses import sinkhorn
 from ..models.data import check_particles, check_settings, make_batch
 from ..models.flexmodel import build_model
 from ..settings import settings_only
@@ -174,7 +175,6 @@ class Trainer:
         if self.cache is not None:
             self.cache.fill(self.pset, self.device, log=self.log)
         if cfg['w_sinkhorn'] > 0:
-            from ..losses import sinkhorn
             sinkhorn(self.model.ref_pos[:4], self.model.ref_pos[:4])
         self.net = self.dist.wrap(self.lossmod, self.device)
         self.opt = self._optimizer()
@@ -242,7 +242,7 @@ class Trainer:
             self._end_of_epoch(epoch)
             if stop_after is not None and epoch + 1 - self.start_epoch >= int(stop_after) \
                     and epoch + 1 < self.epochs:
-                self.dist.close()
+                self._close()
                 return self.model, self.history
             if self._out_of_time(epoch, seconds):
                 break
@@ -373,6 +373,12 @@ class Trainer:
                 return True
         return False
 
+    def _close(self):
+        """Release the DDP wrapper (it holds the process group), then tear the
+        group down (``Dist.close``)."""
+        self.net = None
+        self.dist.close()
+
     def _finish(self):
         """Final weights, refined poses and history (main process)."""
         if self.dist.main:
@@ -381,7 +387,7 @@ class Trainer:
                 write_refined_poses(self.model, self.pset, self.md)
             self.md.write_history(self.history)
         self.dist.barrier()
-        self.dist.close()
+        self._close()
 
 
 def write_refined_poses(model, pset, model_dir):

@@ -196,7 +196,8 @@ def test_coverage_study_runs_and_covers():
     right count and intervals holding the generating populations."""
     import importlib.util
     import os
-    path = os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks', 'bench_states.py')
+    path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'benchmarks',
+                        'bench_states.py')
     spec = importlib.util.spec_from_file_location('bench_states', path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

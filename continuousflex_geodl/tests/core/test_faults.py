@@ -28,9 +28,9 @@ import torch
 
 from continuousflex_geodl.core import cli, engine, fileio, inference, runtime
 from continuousflex_geodl.core.io.mrc import read_mrc, write_mrc
-from continuousflex_geodl.core.models.toydata import make_toy_particles
-from continuousflex_geodl.core.particles import (ArrayImageSource, ParticleSet,
-                                                 load_particles, write_particles_star)
+from continuousflex_geodl.core.models.toydata import make_toy_particles, write_toy_dataset
+from continuousflex_geodl.core.particles import (ParticleSet, load_particles,
+                                                 write_particles_star)
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.usefixtures('one_thread')]  # one_thread: conftest.py
@@ -66,15 +66,9 @@ def _tree_state(folder):
 def data(tmp_path_factory):
     """Folder with particles.star/.mrcs (N particles, BOX px, APIX A/px), ref.npz,
     ref.pdb; plus the ParticleSet and the ground truth."""
-    from continuousflex_geodl.core.structure import write_pdb
     d = tmp_path_factory.mktemp('faults_data')
-    parts, truth = make_toy_particles(n=N, box=BOX, apix=APIX, n_atoms=50, snr=1.0, seed=1)
-    pset = ParticleSet(ArrayImageSource(parts.images), parts.apix, parts.euler,
-                       parts.shifts, parts.ctf)
-    write_particles_star(str(d / 'particles.star'), pset)
-    np.savez(str(d / 'ref.npz'), positions=truth['reference'],
-             amplitudes=truth['amplitudes'], sigma=truth['sigma'])
-    write_pdb(str(d / 'ref.pdb'), truth['reference'])
+    pset, truth = write_toy_dataset(str(d), pdb=True, n=N, box=BOX, apix=APIX, n_atoms=50,
+                                    snr=1.0, seed=1)
     return d, pset, truth
 
 
@@ -795,29 +789,10 @@ def _scipion():
 
 
 def _set_of_particles(folder, n=4, box=32, apix=2.0, ctf=True, poses=True, name='p'):
-    from pwem.constants import ALIGN_NONE, ALIGN_PROJ
-    from pwem.objects import Acquisition, CTFModel, Particle, SetOfParticles, Transform
-    pset = SetOfParticles(filename=os.path.join(folder, '%s.sqlite' % name))
-    pset.setSamplingRate(apix)
-    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
-    pset.setAcquisition(acq)
-    pset.setHasCTF(ctf)
-    pset.setAlignment(ALIGN_PROJ if poses else ALIGN_NONE)
-    for i in range(n):
-        p = Particle()
-        p.setLocation(i + 1, os.path.join(folder, 'stack.mrcs'))
-        p.setSamplingRate(apix)
-        p.setAcquisition(acq)
-        if ctf:
-            c = CTFModel()
-            c.setStandardDefocus(15000.0, 15000.0, 0.0)
-            p.setCTF(c)
-        if poses:
-            p.setTransform(Transform(np.eye(4)))
-        pset.append(p)
-    pset.setDim((box, box, 1))
-    pset.write()
-    return pset
+    from continuousflex_geodl.tests import scipion_env
+    return scipion_env.particle_set(
+        os.path.join(folder, '%s.sqlite' % name), os.path.join(folder, 'stack.mrcs'), n, apix,
+        box=box, ctf=ctf, transforms=[np.eye(4)] * n if poses else None)
 
 
 def test_scipion_train_validation(tmp_path, monkeypatch):

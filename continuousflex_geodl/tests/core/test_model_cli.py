@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from continuousflex_geodl.core import cli
-from continuousflex_geodl.core.models.toydata import make_toy_particles
+from continuousflex_geodl.core.models.toydata import write_toy_dataset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
@@ -15,19 +15,10 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 
 @pytest.fixture(scope='module')
 def star(tmp_path_factory):
-    from continuousflex_geodl.core.particles import (ArrayImageSource, ParticleSet,
-                                                     write_particles_star)
-    from continuousflex_geodl.core.structure import write_pdb
     d = tmp_path_factory.mktemp('cli')
-    parts, truth = make_toy_particles(n=64, box=24, apix=5.0, n_atoms=50, snr=1.0, seed=1)
-    pset = ParticleSet(ArrayImageSource(parts.images), parts.apix, parts.euler,
-                       parts.shifts, parts.ctf)
-    path = str(d / 'particles.star')
-    write_particles_star(path, pset)
-    np.savez(str(d / 'ref.npz'), positions=truth['reference'], amplitudes=truth['amplitudes'],
-             sigma=truth['sigma'])
-    write_pdb(str(d / 'ref.pdb'), truth['reference'])
-    return d, path, truth
+    _, truth = write_toy_dataset(str(d), pdb=True, n=64, box=24, apix=5.0, n_atoms=50,
+                                 snr=1.0, seed=1)
+    return d, str(d / 'particles.star'), truth
 
 
 def test_reference_command_npz_pdb_and_map(star, tmp_path):

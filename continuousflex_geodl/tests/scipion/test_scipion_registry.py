@@ -20,7 +20,7 @@ _SKIP = scipion_env.skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
 
 PKG = 'continuousflex_geodl'
-PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _modules(subpackage):

@@ -14,9 +14,7 @@ _SKIP = scipion_env.skip_reason()
 pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
 
 if _SKIP is None:
-    from pwem.constants import ALIGN_NONE
-    from pwem.objects import (Acquisition, AtomStruct, CTFModel, Particle, SetOfParticles,
-                              Volume)
+    from pwem.objects import AtomStruct, SetOfParticles, Volume
 
     from continuousflex_geodl.protocols import GeoDLProtPoses
     from continuousflex_geodl.protocols.protocol_poses import (ATTR_POSE_CONFIDENCE,
@@ -34,25 +32,9 @@ def _particles(tmp_path, n=5, box=32, apix=2.0, ctf=True, name='p'):
     with mrcfile.new(stack, overwrite=True) as m:
         m.set_data(np.random.default_rng(0).normal(size=(n, box, box)).astype(np.float32))
         m.voxel_size = apix
-    pset = SetOfParticles(filename=str(tmp_path / ('%s.sqlite' % name)))
-    pset.setSamplingRate(apix)
-    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
-    pset.setAcquisition(acq)
-    pset.setHasCTF(ctf)
-    pset.setAlignment(ALIGN_NONE)
-    for i in range(n):
-        p = Particle()
-        p.setLocation(i + 1, stack)
-        p.setSamplingRate(apix)
-        p.setAcquisition(acq)
-        if ctf:
-            c = CTFModel()
-            c.setStandardDefocus(15000.0 + 100 * i, 14800.0, 10.0)
-            p.setCTF(c)
-        pset.append(p)
-    pset.setDim((box, box, 1))
-    pset.write()
-    return pset
+    return scipion_env.particle_set(str(tmp_path / ('%s.sqlite' % name)), stack, n, apix,
+                                    box=box, ctf=ctf,
+                                    defocus=lambda i: (15000.0 + 100 * i, 14800.0, 10.0))
 
 
 def test_poses_command_line_parses_with_the_core_cli(tmp_path):
@@ -65,7 +47,7 @@ def test_poses_command_line_parses_with_the_core_cli(tmp_path):
     a = build_parser().parse_args(['poses'] + [str(x) for x in prot._posesArgs()])
     assert (a.angular_step, a.final_step, a.candidates, a.max_shift, a.resolution,
             a.n_atoms, a.threads, a.device) == (12.0, 1.5, 4, 8.0, 6.0, '300', 2, 'cpu')
-    assert a.reference == str(tmp_path / 'ref.pdb') and a.out.endswith('.star')
+    assert a.reference == [str(tmp_path / 'ref.pdb')] and a.out.endswith('.star')
     prot.maxShift.set(0.0)
     assert build_parser().parse_args(
         ['poses'] + [str(x) for x in prot._posesArgs()]).max_shift is None
@@ -119,3 +101,30 @@ def test_posed_star_becomes_scipion_alignment_with_the_right_sign(tmp_path):
         np.testing.assert_allclose(-M[:2, 3], -t[k] / inSet.getSamplingRate(), atol=1e-5)
         assert abs(float(getattr(p, ATTR_POSE_CONFIDENCE).get()) - conf[k]) < 1e-5
         assert p.getCTF() is not None and os.path.exists(p.getFileName())
+
+
+def test_training_refined_star_becomes_scipion_alignment(tmp_path):
+    """train --refine-poses writes refined_particles.star (ModelDir); the train
+    protocol turns it into output particles with the refined alignment."""
+    from continuousflex_geodl import convert
+    from continuousflex_geodl.core.artifacts import ModelDir
+    from continuousflex_geodl.core.geometry import euler_to_matrix, rotation_angle_deg
+    from continuousflex_geodl.core.particles import load_particles
+    inSet = _particles(tmp_path, n=4)
+    star = str(tmp_path / 'input.star')
+    convert.writeParticlesStar(inSet, star, requireCtf=True)
+    pset = load_particles(star)
+    rng = np.random.default_rng(4)
+    euler = np.stack([rng.uniform(-180, 180, 4), rng.uniform(5, 175, 4),
+                      rng.uniform(-180, 180, 4)], 1)
+    t = rng.uniform(-5, 5, (4, 2))
+    md = ModelDir(str(tmp_path / 'model'))
+    os.makedirs(md.path)
+    md.write_refined_star(pset, euler, t)
+    outSet = SetOfParticles(filename=str(tmp_path / 'refined.sqlite'))
+    assert applyPosedStar(inSet, md.refined_star_path, outSet) == 4
+    for k, p in enumerate(outSet.iterItems(orderBy='id', direction='ASC')):
+        e, tt = convert.matrixToCorePose(p.getTransform().getMatrix(), inSet.getSamplingRate())
+        assert rotation_angle_deg(euler_to_matrix(*e), euler_to_matrix(*euler[k])) < 1e-3
+        np.testing.assert_allclose(tt, t[k], atol=1e-4)
+        assert not hasattr(p, ATTR_POSE_CONFIDENCE)

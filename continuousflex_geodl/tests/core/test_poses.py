@@ -212,3 +212,19 @@ def test_training_pose_refinement_exports_origins_with_relion_sign(tmp_path):
     np.testing.assert_allclose(back.shifts, d['shifts'], atol=1e-5)
     np.testing.assert_allclose(back.euler, d['euler'], atol=1e-5)
     np.testing.assert_array_equal(back.images[np.arange(4)], bad.images[np.arange(4)])
+
+
+def test_several_references_each_particle_keeps_the_one_that_fits(clean):
+    """Against the true cloud and a copy stretched by 30 % along x (not the
+    mirror image: projections cannot tell the hand), every clean particle keeps
+    the true one, and the star says so."""
+    from continuousflex_geodl.core.poses import REFERENCE_LABEL, search_poses_multi
+    src = load_particles(clean['star']).subset(np.arange(4))
+    ref = build_reference(clean['ref'])
+    stretched = (ref.positions * np.array([1.3, 1.0, 1.0], np.float32), ref.amplitudes,
+                 ref.sigma)
+    res = search_poses_multi(src, [stretched, ref], coarse_step=15.0, final_step=4.0,
+                             n_candidates=2)
+    assert np.all(res.reference_index == 1)
+    meta = posed_particles(src, res).metadata
+    assert np.all(meta[REFERENCE_LABEL].to_numpy() == 2)  # 1-based in the star

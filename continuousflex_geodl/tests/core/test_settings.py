@@ -115,6 +115,8 @@ def test_every_cli_default_and_choice_list_comes_from_the_settings():
                  ('simulate', 'SimulateSettings', 'motion'),
                  ('landscape analyze', 'LandscapeSettings', 'embedding'),
                  ('landscape path', 'PathSettings', 'kind'),
+                 ('explore', 'ExploreSettings', 'path_kind'),
+                 ('explore', 'PathSettings', 'n_points'),
                  ('landscape path', 'LandscapeSettings', 'units')]:
         assert item in used, item
 
@@ -145,6 +147,7 @@ def _core_functions():
     from continuousflex_geodl.core.landscape import (density, diagnostics, embedding, paths,
                                                      pipeline)
     from continuousflex_geodl.core.landscape import compare
+    from continuousflex_geodl.core.landscape.explore import Explorer
     from continuousflex_geodl.core.models.reference import build_reference
     from continuousflex_geodl.core.poses import search_poses
     Po = S.PoseSettings
@@ -176,6 +179,9 @@ def _core_functions():
             max_nodes=(P, 'max_nodes'), K=(P, 'K'), omega=(P, 'omega'), M=(P, 'M'),
             seed=(L, 'seed'), units=(L, 'units'), temperature=(L, 'temperature'))),
         (paths.pca_path, dict(percentiles=(P, 'percentiles'))),
+        (Explorer, dict(path_points=(P, 'n_points'),
+                        path_kind=(S.ExploreSettings, 'path_kind'),
+                        inverse=(S.ExploreSettings, 'inverse'))),
         (paths.density_path, dict(knn=(P, 'knn'), max_nodes=(P, 'max_nodes'),
                                   alpha=(P, 'alpha'))),
         (paths.ridgeline_path, dict(K=(P, 'K'), omega=(P, 'omega'), M=(P, 'M'))),
@@ -289,6 +295,10 @@ FORM_SETTINGS = {
         feBootstrap=(L, 'fe_bootstrap'), seed=(L, 'seed')),
     'GeoDLProtStructures': dict(pathKind=(P, 'kind'), nPoints=(P, 'n_points')),
     'GeoDLProtCompareLandscapes': dict(k=(D, 'k')),
+    'GeoDLProtPoses': dict(
+        angularStep=(S.PoseSettings, 'angular_step'), finalStep=(S.PoseSettings, 'final_step'),
+        candidates=(S.PoseSettings, 'candidates'), maxShift=(S.PoseSettings, 'max_shift'),
+        resolution=(S.PoseSettings, 'resolution'), nAtoms=(R, 'n_atoms')),
 }
 #: form parameters that are not settings (inputs, GUI-only choices)
 FORM_NOT_SETTINGS = {
@@ -300,7 +310,7 @@ FORM_NOT_SETTINGS = {
     'GeoDLProtStructures': {'pathType', 'points', 'startPoint', 'endPoint', 'fromState',
                             'toState', 'writeVolumes'},
     'GeoDLProtSubset': {'selection', 'states', 'xmin', 'xmax', 'ymin', 'ymax', 'polygon',
-                        'maxDG', 'center', 'radius'},
+                        'maxDG', 'center', 'radius', 'idsFile'},
     'GeoDLProtCompareLandscapes': {'sourceA', 'attrA', 'sourceB', 'attrB', 'gtAttr'},
     'GeoDLProtHemnmaToFlex': {'source', 'attrName', 'xmdFile', 'xmdLabel'},
 }

@@ -32,7 +32,7 @@ import sys
 import pytest
 
 PKG = 'continuousflex_geodl'
-PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPO = os.path.dirname(PKG_DIR)
 
 #: Scipion and its plugins / libraries (the Xmipp *bindings*, ``xmippLib`` from

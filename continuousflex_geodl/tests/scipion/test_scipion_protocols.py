@@ -13,8 +13,7 @@ pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
 
 if _SKIP is None:
     from pwem.constants import ALIGN_2D, ALIGN_NONE, ALIGN_PROJ
-    from pwem.objects import (Acquisition, AtomStruct, CTFModel, Particle, SetOfParticles,
-                              Transform, Volume)
+    from pwem.objects import AtomStruct, Volume
 
     from continuousflex_geodl.objects import GeoDLModel
     from continuousflex_geodl.protocols import (GeoDLProtPredict, GeoDLProtSimulate,
@@ -37,27 +36,9 @@ def _parse(command, args):
 
 
 def _particles(tmp_path, n=4, box=32, apix=2.0, ctf=True, align=ALIGN_PROJ, name='p'):
-    pset = SetOfParticles(filename=str(tmp_path / ('%s.sqlite' % name)))
-    pset.setSamplingRate(apix)
-    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
-    pset.setAcquisition(acq)
-    pset.setHasCTF(ctf)
-    pset.setAlignment(align)
-    for i in range(n):
-        p = Particle()
-        p.setLocation(i + 1, str(tmp_path / 'stack.mrcs'))
-        p.setSamplingRate(apix)
-        p.setAcquisition(acq)
-        if ctf:
-            c = CTFModel()
-            c.setStandardDefocus(15000.0, 15000.0, 0.0)
-            p.setCTF(c)
-        if align == ALIGN_PROJ:
-            p.setTransform(Transform(np.eye(4)))
-        pset.append(p)
-    pset.setDim((box, box, 1))
-    pset.write()
-    return pset
+    return scipion_env.particle_set(
+        str(tmp_path / ('%s.sqlite' % name)), str(tmp_path / 'stack.mrcs'), n, apix, box=box,
+        ctf=ctf, alignment=align, transforms=[np.eye(4)] * n if align == ALIGN_PROJ else None)
 
 
 # ------------------------------------------------------------ command lines -

@@ -33,16 +33,8 @@ APIX = 3.0
 @pytest.fixture(scope='module')
 def project():
     """A fresh Scipion project; cwd is the project folder while it is used."""
-    from pyworkflow.project import Manager
-    import uuid
-    cwd = os.getcwd()
-    manager = Manager()
-    proj = manager.createProject('cfgeodl_%s' % uuid.uuid4().hex[:8])
-    os.chdir(proj.path)
-    try:
+    with scipion_env.new_project('cfgeodl') as proj:
         yield proj
-    finally:
-        os.chdir(cwd)
 
 
 def _launch(proj, prot):

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
 if _SKIP is None:
     import pwem.convert.transformations as tfs
     from pwem.constants import ALIGN_NONE, ALIGN_PROJ
-    from pwem.objects import (Acquisition, CTFModel, Particle, SetOfParticles,
-                              SetOfParticlesFlex, Transform)
+    from pwem.objects import Acquisition, CTFModel, SetOfParticles, SetOfParticlesFlex
     from pyworkflow.object import CsvList
 
     from continuousflex_geodl import constants as const
@@ -152,33 +151,19 @@ def _write_stack(fn, n, box, apix):
 def _make_set(tmp_path, n=6, box=16, apix=1.5, align=True, ctf=True, stack=None):
     stack = stack or str(tmp_path / 'parts.mrcs')
     data = _write_stack(stack, n, box, apix) if stack.endswith('.mrcs') else None
-    pset = SetOfParticles(filename=str(tmp_path / 'particles.sqlite'))
-    pset.setSamplingRate(apix)
-    acq = Acquisition(voltage=300.0, sphericalAberration=2.7, amplitudeContrast=0.1)
-    pset.setAcquisition(acq)
-    pset.setHasCTF(ctf)
-    pset.setAlignment(ALIGN_PROJ if align else ALIGN_NONE)
     angles, shifts = _random_poses(n)
-    truth = []
-    for i in range(n):
-        p = Particle()
-        p.setLocation(i + 1, stack)
-        p.setSamplingRate(apix)
-        p.setAcquisition(acq)
-        if ctf:
-            c = CTFModel()
-            c.setStandardDefocus(15000.0 + 100 * i, 14000.0 + 100 * i, 10.0 * i)
-            p.setCTF(c)
-        M = convert.matrixFromGeometry(shifts[i], angles[i], True)
-        if align:
-            p.setTransform(Transform(M))
+    mats = [convert.matrixFromGeometry(shifts[i], angles[i], True) for i in range(n)]
+
+    def hemnma(i, p):
         vec = CsvList(pType=float)
         vec.set([0.1 * i, -0.2 * i, 0.3])
         setattr(p, const.ATTR_HEMNMA, vec)
-        pset.append(p)
-        truth.append((angles[i], shifts[i], M))
-    pset.write()
-    return pset, data, truth
+
+    pset = scipion_env.particle_set(
+        str(tmp_path / 'particles.sqlite'), stack, n, apix, ctf=ctf,
+        alignment=ALIGN_PROJ if align else ALIGN_NONE, transforms=mats if align else None,
+        defocus=lambda i: (15000.0 + 100 * i, 14000.0 + 100 * i, 10.0 * i), extra=hemnma)
+    return pset, data, [(angles[i], shifts[i], mats[i]) for i in range(n)]
 
 
 def test_star_round_trip_keeps_poses_ctf_and_images(tmp_path):

@@ -208,22 +208,13 @@ def test_export_pathway_writes_gif_script_and_pdb(tmp_path):
 
 from continuousflex_geodl.tests import scipion_env  # noqa: E402
 
-scipion_env.configure()
-_SKIP = scipion_env.skip_reason()
-needs_scipion = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or '')
+needs_scipion = scipion_env.needs_scipion()
 
 
 @pytest.fixture(scope='module')
 def project():
-    from pyworkflow.project import Manager
-    import uuid
-    cwd = os.getcwd()
-    proj = Manager().createProject('cfgeodl_viewers_%s' % uuid.uuid4().hex[:8])
-    os.chdir(proj.path)
-    try:
+    with scipion_env.new_project('cfgeodl_viewers') as proj:
         yield proj
-    finally:
-        os.chdir(cwd)
 
 
 def _new_run(proj, cls, **kw):

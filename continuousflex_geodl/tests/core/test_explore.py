@@ -38,17 +38,10 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py
 def trained(tmp_path_factory):
     """(folder, particles.star, model dir, latents (N, 2), landscape dir)."""
     from continuousflex_geodl.core.landscape.pipeline import analyze
-    from continuousflex_geodl.core.models.toydata import make_toy_particles
-    from continuousflex_geodl.core.particles import (ArrayImageSource, ParticleSet,
-                                                     write_particles_star)
+    from continuousflex_geodl.core.models.toydata import write_toy_dataset
     d = tmp_path_factory.mktemp('explore')
-    parts, truth = make_toy_particles(n=80, box=24, apix=5.0, n_atoms=40, snr=1.0, seed=2)
-    pset = ParticleSet(ArrayImageSource(parts.images), parts.apix, parts.euler,
-                       parts.shifts, parts.ctf)
+    write_toy_dataset(str(d), n=80, box=24, apix=5.0, n_atoms=40, snr=1.0, seed=2)
     star = str(d / 'particles.star')
-    write_particles_star(star, pset)
-    np.savez(str(d / 'ref.npz'), positions=truth['reference'],
-             amplitudes=truth['amplitudes'], sigma=truth['sigma'])
     model = str(d / 'model')
     assert cli.main(['train', '--particles', star, '--reference', str(d / 'ref.npz'),
                      '--out', model, '--zdim', '2', '--epochs', '1', '--batch-size', '16',
@@ -62,8 +55,12 @@ def trained(tmp_path_factory):
 
 
 def _figure():
+    """An Agg figure whose idle redraws are skipped: nothing is displayed, and on
+    Agg each draw_idle (every mouse move of a lasso) is a full render."""
     from continuousflex_geodl.core.landscape.plots import new_figure
-    return new_figure(14, 7.5)
+    fig = new_figure(14, 7.5)
+    fig.canvas.draw_idle = lambda *a, **k: None
+    return fig
 
 
 def _mouse(ex, name, xy_data, button=1, ax=None):
@@ -170,6 +167,17 @@ def test_lasso_and_box_select_exactly_the_particles_inside(trained, tmp_path):
     _key(ex, 'w')                                 # key w saves too
     assert len(got) == 2 and got[1]['name'] == 'subset_002'
     np.testing.assert_array_equal(got[1]['indices'], truth)
+    # polygon: click the vertices, close on the first one
+    _pick_radio(ex, 'mode', 'polygon')
+    poly = c + np.array([[-1.0, -1.0], [0.6, -0.8], [0.9, 0.7], [-0.5, 0.9]]) * s
+    for v in np.r_[poly, poly[:1]]:                     # move there, press, release
+        for name in ('motion_notify_event', 'button_press_event', 'button_release_event'):
+            _mouse(ex, name, v)
+    clicked = _pixels_to_data(ex.ax, ex.ax.transData.transform(poly))
+    truth = np.nonzero(Path(clicked).contains_points(y))[0]
+    assert 5 <= len(truth) < len(y)
+    np.testing.assert_array_equal(ex.selected_indices(), truth)
+    assert ex.selection_info['kind'] == 'polygon'
     # colour by state: every drawn particle keeps its state's colour group
     _pick_radio(ex, 'colour', 'state')
     assert ex.colour == 'state'
@@ -300,3 +308,92 @@ def test_explore_command_line(trained, tmp_path):
                      '--axes', '1,1', '--screenshot', png]) == 2
     assert cli.main(['explore', '--latents', str(d / 'z.npy'), '--out', str(tmp_path / 'o3'),
                      '--attribute', 'nope', '--screenshot', png]) == 2
+
+
+# ============================================= Scipion: viewer -> registered subset
+
+from continuousflex_geodl.tests import scipion_env  # noqa: E402
+
+needs_scipion = scipion_env.needs_scipion()
+
+
+@pytest.fixture(scope='module')
+def project():
+    with scipion_env.new_project('cfgeodl_explore') as proj:
+        yield proj
+
+
+@needs_scipion
+def test_explorer_lasso_registers_a_subset_run_with_those_particles(project, tmp_path):
+    """A landscape run (files made by the core, output particles with ids that
+    are not row + 1); its viewer's explorer, a lasso, "Save selection": a
+    *subset from landscape* run is created and run in the project, and its
+    output holds exactly the particles inside the lasso."""
+    from matplotlib.path import Path
+    from pwem.objects import ParticleFlex
+    from continuousflex_geodl import constants as const
+    from continuousflex_geodl.core.landscape.pipeline import analyze
+    from continuousflex_geodl.protocols import GeoDLProtLandscape, GeoDLProtSubset
+    from continuousflex_geodl.protocols.protocol_subset import SELECT_IDS
+    from continuousflex_geodl.viewers import GeoDLLandscapeViewer
+    from continuousflex_geodl.viewers.views import ExplorerView
+    rng = np.random.default_rng(4)
+    n = 240
+    z = np.r_[rng.normal(-2, 0.6, (n // 2, 3)), rng.normal(2, 0.6, (n // 2, 3))]
+    ids = 1000 + 3 * np.arange(n)                 # Scipion ids, not rows
+    prot = project.newProtocol(GeoDLProtLandscape)
+    project.saveProtocol(prot)
+    os.makedirs(prot._getExtraPath(), exist_ok=True)
+    np.save(prot._getLatentsFile(), z.astype(np.float32))
+    np.save(prot._getExtraPath('particle_ids.npy'), ids)
+    analyze(z.astype(np.float32), prot._getLandscapeDir(), n_boot=0, fe_boot=0, n_states=2,
+            method='kmeans', seed=0)
+    parts = prot._createSetOfParticlesFlex(progName=const.PROG_NAME)
+    parts.setSamplingRate(2.0)
+    for i in range(n):
+        p = ParticleFlex(progName=const.PROG_NAME)
+        p.setObjId(int(ids[i]))
+        p.setLocation(i + 1, 'fake.mrcs')
+        p.setZFlex(z[i].astype(float))
+        parts.append(p)
+    parts.write()
+    prot._defineOutputs(outputParticles=parts)
+    project._storeProtocol(prot)
+
+    viewer = GeoDLLandscapeViewer(project=project, protocol=prot)
+    viewer.setProtocol(prot)
+    viewer.launchWait = True
+    views = viewer._visualize(prot)  # the form's default action, then the explorer:
+    views = viewer._showExplorer()
+    assert len(views) == 1 and isinstance(views[0], ExplorerView)
+    png = views[0].save(str(tmp_path / 'explorer.png'))   # draws it on Agg
+    assert os.path.getsize(png) > 10000
+    ex = views[0].explorer
+    assert ex.model is None and ex.axes == 'landscape'
+    _pick_radio(ex, 'mode', 'lasso')
+    y = ex.view.y
+    # the lower-left part of the map, drawn inside the axes (presses outside are ignored)
+    pix = ex.ax.transAxes.transform([[0.05, 0.05], [0.55, 0.05], [0.55, 0.5], [0.3, 0.6],
+                                     [0.05, 0.5]])
+    verts = _pixels_to_data(ex.ax, pix)
+    _mouse(ex, 'button_press_event', verts[0])
+    for v in verts[1:]:
+        _mouse(ex, 'motion_notify_event', v)
+    _mouse(ex, 'button_release_event', verts[-1])
+    rows = np.nonzero(Path(_pixels_to_data(ex.ax, np.r_[pix, pix[-1:]])).contains_points(y))[0]
+    assert 5 <= len(rows) < n
+    _click_axes(ex, ex.widgets['save'].ax)
+    assert len(ex.subsets) == 1
+    sub = ex.subsets[0]['protocol']
+    assert isinstance(sub, GeoDLProtSubset) and sub.selection.get() == SELECT_IDS
+    assert sub.getObjLabel() == 'explorer subset_001 (%d particles)' % len(rows)
+    if not sub.isFinished():
+        logs = ''.join(open(f).read()[-2000:] for f in sub.getLogPaths()[:2]
+                       if os.path.exists(f))
+        pytest.fail('subset run %s: %s\n%s' % (sub.getStatus(), sub.getErrorMessage(), logs))
+    out = sorted(p.getObjId() for p in sub.outputParticles)
+    np.testing.assert_array_equal(out, ids[rows])
+    # the run is in the project, with the landscape particles as its input
+    again = project.getProtocol(sub.getObjId())
+    assert again.inputParticles.get().getSize() == n
+    assert again.outputParticles.getSize() == len(rows)

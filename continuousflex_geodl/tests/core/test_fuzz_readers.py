@@ -77,6 +77,16 @@ def _mutation():
                      st.one_of(st.sampled_from(TOKENS), st.binary(max_size=6)))
 
 
+def _mutated_copy(folder, source, name, mutate):
+    """Write ``mutate(bytes of folder/source)`` to folder/name; returns its path."""
+    with open(os.path.join(folder, source), 'rb') as f:
+        data = mutate(f.read())
+    path = os.path.join(folder, name)
+    with open(path, 'wb') as f:
+        f.write(data)
+    return path
+
+
 def _mutate(data, ops):
     b = bytearray(data)
     for op, u, v, tok in ops:
@@ -132,11 +142,7 @@ def _expect_clean(fn, folder):
 @FUZZ
 @given(ops=st.lists(_mutation(), min_size=1, max_size=4))
 def test_fuzz_star_reader(folder, source, ops):
-    with open(os.path.join(folder, source), 'rb') as f:
-        data = _mutate(f.read(), ops)
-    path = os.path.join(folder, 'fuzz.star')
-    with open(path, 'wb') as f:
-        f.write(data)
+    path = _mutated_copy(folder, source, 'fuzz.star', lambda b: _mutate(b, ops))
     _expect_clean(lambda: _read_everything(path, folder), folder)
 
 
@@ -256,11 +262,7 @@ def _mutate_mrc(data, edits):
 @FUZZ
 @given(edits=st.lists(_header_edit(), min_size=1, max_size=4))
 def test_fuzz_mrc_reader(folder, source, edits):
-    with open(os.path.join(folder, source), 'rb') as f:
-        data = _mutate_mrc(f.read(), edits)
-    path = os.path.join(folder, 'fuzz_' + source)
-    with open(path, 'wb') as f:
-        f.write(data)
+    path = _mutated_copy(folder, source, 'fuzz_' + source, lambda b: _mutate_mrc(b, edits))
 
     def read_all():
         with warnings.catch_warnings():
