@@ -34,49 +34,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+import common  # benchmarks/common.py (this script's folder is on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def _atomic_text(path, text):
-    from continuousflex_geodl.core.fileio import atomic_write
-    with atomic_write(path) as f:
-        f.write(text)
-
-
-def _env(threads):
-    """Child environment: ``threads`` OpenMP threads that sleep when idle.
-
-    OMP_WAIT_POLICY=PASSIVE (unless set): with the default spin-waiting,
-    two torch threads slow down up to 30x as soon as another process takes
-    one of the two cores (measured 13 vs 440 images/s).
-    """
-    env = dict(os.environ)
-    for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
-        env[k] = str(threads)
-    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    return env
-
-
 def _cli(args, threads, log):
-    cmd = [sys.executable, '-m', 'continuousflex_geodl'] + [str(a) for a in args]
-    print('$ ' + ' '.join(cmd), flush=True)
-    t = time.time()
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(threads),
-                              cwd=REPO)
-    wall = time.time() - t
-    if proc.returncode:
-        with open(log) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError('command failed (%d): %s\n%s' % (proc.returncode, ' '.join(cmd), tail))
-    return wall, ' '.join(cmd)
+    return common.run_cli(args, log, threads=threads, cwd=REPO)
 
 
 def simulate(sim_dir, n, seed, threads, end_rmsd=6.0):
@@ -253,8 +222,8 @@ def run_one(a, end_rmsd):
                          all(s['rmsd_mean_latent'] <= 1.5 for s in ends))
     os.makedirs(a.report_dir, exist_ok=True)
     name = ('model_bar_quick_rmsd%g' if a.quick else 'model_bar_rmsd%g') % end_rmsd
-    _atomic_text(os.path.join(a.report_dir, name + '.json'), json.dumps(rep, indent=2))
-    _atomic_text(os.path.join(a.report_dir, name + '.md'), markdown(rep))
+    common.atomic_write_text(os.path.join(a.report_dir, name + '.json'), json.dumps(rep, indent=2))
+    common.atomic_write_text(os.path.join(a.report_dir, name + '.md'), markdown(rep))
     print(markdown(rep))
     return rep
 
@@ -307,7 +276,7 @@ def main(argv=None):
     for amp in a.end_rmsd:
         reps.append(run_one(a, float(amp)))
     if len(reps) > 1 and not a.quick:
-        _atomic_text(os.path.join(a.report_dir, 'model_bar.md'), summary(reps))
+        common.atomic_write_text(os.path.join(a.report_dir, 'model_bar.md'), summary(reps))
         print(summary(reps))
     return 0
 

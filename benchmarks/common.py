@@ -161,5 +161,26 @@ def our_cli():
     return [sys.executable, '-m', 'continuousflex_geodl.core.cli']
 
 
+def run_cli(args, log, threads=2, nice=0, cwd=None):
+    """Run ``python -m continuousflex_geodl ARGS`` with ``threads`` OpenMP threads
+    (sleeping when idle unless OMP_WAIT_POLICY is set), stdout and stderr to
+    ``log``, ``nice`` added to the caller's niceness when > 0.  Returns
+    (wall s, command line without the nice prefix); RuntimeError with the
+    log's tail when the command fails."""
+    cmd = [sys.executable, '-m', 'continuousflex_geodl'] + [str(a) for a in args]
+    line = ' '.join(cmd)
+    print('$ ' + line, flush=True)
+    env = thread_env(threads, wait_policy=os.environ.get('OMP_WAIT_POLICY', 'PASSIVE'))
+    t = time.time()
+    with open(log, 'w') as f:
+        proc = subprocess.run((['nice', '-n', str(nice)] if nice else []) + cmd, stdout=f,
+                              stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    wall = time.time() - t
+    if proc.returncode:
+        raise RuntimeError('command failed (%d): %s\n%s'
+                           % (proc.returncode, line, tail(log, 10 ** 6)[-3000:]))
+    return wall, line
+
+
 def say(*msg):
     print('[bench %s]' % time.strftime('%H:%M:%S'), *msg, flush=True)

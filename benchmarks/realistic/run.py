@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -46,6 +45,9 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, HERE)
 
 import datasets as D  # noqa: E402
+
+sys.path.insert(0, BENCH)
+import common  # noqa: E402
 
 WORK = os.path.join(BENCH, 'work', 'realistic_smooth')
 REPORT = os.path.join(BENCH, 'report')
@@ -73,30 +75,10 @@ def loadavg():
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _env(threads):
-    env = dict(os.environ)
-    for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
-        env[k] = str(threads)
-    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-    return env
-
-
 def cli(args, log, threads=2, nice=0):
     """Run ``python -m continuousflex_geodl ARGS`` (``nice`` added to the driver's own
     niceness), return (wall s, command line)."""
-    cmd = ['nice', '-n', str(nice), sys.executable, '-m', 'continuousflex_geodl'] + \
-        [str(a) for a in args]
-    line = ' '.join(cmd[3:])
-    print('$ ' + line, flush=True)
-    t = time.time()
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(threads),
-                              cwd=REPO)
-    wall = time.time() - t
-    if proc.returncode:
-        with open(log) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError('command failed (%d): %s\n%s' % (proc.returncode, line, tail))
+    wall, line = common.run_cli(args, log, threads=threads, nice=nice, cwd=REPO)
     return wall, line.replace(sys.executable, 'python')
 
 
