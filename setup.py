@@ -46,7 +46,8 @@ setup(
         'POT',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'scipion-app', 'import-linter'],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis', 'scipion-app', 'import-linter',
+                 'scipion-em-continuousflex', 'scipion-em-xmipp', 'scipion-em-flexutils'],
     },
     entry_points={
         'pyworkflow.plugin': ['continuousflex_geodl = continuousflex_geodl'],

@@ -14,6 +14,11 @@ CFGEODL_DEVICE_DEFAULT = 'cpu'
 CFGEODL_KEOPS_CACHE = 'CFGEODL_KEOPS_CACHE'
 #: Python interpreter that has the core installed (default: Scipion's own).
 CFGEODL_PYTHON = 'CFGEODL_PYTHON'
+#: Command that starts one process on each machine of a multi-machine queue
+#: job (``{nodes}``: the number of machines); the train protocol prefixes
+#: its torchrun command with it when the job has several machines.
+CFGEODL_NODE_LAUNCHER = 'CFGEODL_NODE_LAUNCHER'
+CFGEODL_NODE_LAUNCHER_DEFAULT = 'srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1'
 
 #: Name stored in FlexInfo.progName of every flexible object we produce.
 PROG_NAME = 'ContinuousFlexGeoDL'
@@ -33,6 +38,12 @@ ATTR_STATE = '_cfgeodl_state'
 ATTR_DG = '_cfgeodl_dG'
 #: Normal-mode amplitudes written by ContinuousFlex HEMNMA (CsvList).
 ATTR_HEMNMA = '_xmipp_nmaDisplacements'
+#: Half of a half-set validation a particle was trained in (Integer, 1 or 2).
+ATTR_HALF = '_cfgeodl_half'
+#: Latents of the model of half 2, aligned into the space of half 1 (CsvList).
+ATTR_Z_HALF2 = '_cfgeodl_zHalf2'
+#: Disagreement of the two half-set models for a particle (Float, relative).
+ATTR_HALF_ERROR = '_cfgeodl_halfSetError'
 
 # FlexInfo attribute names (set with FlexInfo.setAttr)
 FLEX_MODEL_DIR = 'modelPath'

@@ -585,19 +585,35 @@ def _modeNumber(fn):
     return int(ext) if ext.isdigit() else None
 
 
-def normalModesToNpz(modeSet, npzFn, skipRigid=True):
-    """ContinuousFlex ``SetOfNormalModes`` -> npz with ``positions`` (N, 3) A and
-    ``modes`` (N, 3, M) (the core's layout), written atomically.
+def modesStructureFile(modeSet):
+    """The structure file a ContinuousFlex ``SetOfNormalModes`` was computed on.
 
-    Uses the structure the modes were computed on (``modeSet.getPdb()``) and
-    the enabled modes; modes 1-6 (rigid-body motions, vec.1..vec.6) are
-    skipped when ``skipRigid``.  Returns the list of mode files used.
+    ContinuousFlex's NMA protocol computes atomic modes on ``atoms.pdb`` of its
+    run folder (the input's ATOM records only, ``FlexProtNMA.copyPdbStep``), and
+    its HEMNMA reads that file for atomic structures and the input structure
+    (``modeSet.getPdb()``) for pseudo-atoms (``FlexProtAlignmentNMA``); same here,
+    falling back to ``getPdb()`` when there is no ``atoms.pdb``.
     """
     pdb = modeSet.getPdb()
     if pdb is None or not pdb.getFileName():
         raise ValueError('The normal modes have no associated structure (PDB); use the '
                          'output of the ContinuousFlex NMA protocol.')
-    pos = readPdbCoordinates(pdb.getFileName())
+    if not pdb.getPseudoAtoms() and modeSet.getFileName():
+        atoms = os.path.join(os.path.dirname(modeSet.getFileName()), 'atoms.pdb')
+        if os.path.exists(atoms):
+            return atoms
+    return pdb.getFileName()
+
+
+def normalModesToNpz(modeSet, npzFn, skipRigid=True):
+    """ContinuousFlex ``SetOfNormalModes`` -> npz with ``positions`` (N, 3) A and
+    ``modes`` (N, 3, M) (the core's layout), written atomically.
+
+    Uses the structure the modes were computed on (``modesStructureFile``) and
+    the enabled modes; modes 1-6 (rigid-body motions, vec.1..vec.6) are
+    skipped when ``skipRigid``.  Returns the list of mode files used.
+    """
+    pos = readPdbCoordinates(modesStructureFile(modeSet))
     files, vecs = [], []
     for mode in modeSet.iterItems(orderBy='id'):
         fn = mode.getModeFile()

@@ -12,10 +12,12 @@ Variables (Scipion config file or environment):
   name and import fails when the home folder is not writable).
 * ``CFGEODL_PYTHON``: interpreter that runs the worker command
   ``python -m continuousflex_geodl ...`` (default: the one running Scipion).
+* ``CFGEODL_NODE_LAUNCHER``: command that starts one process per machine of a
+  multi-machine queue job (default ``srun --nodes={nodes} --ntasks-per-node=1
+  --kill-on-bad-exit=1``, SLURM).
 """
 import importlib.util
 import os
-import shlex
 import sys
 
 import pwem
@@ -49,6 +51,10 @@ class Plugin(pwem.Plugin):
         cls._defineVar(const.CFGEODL_PYTHON, sys.executable,
                        description='Python interpreter that has continuousflex_geodl '
                                    'and its numerical stack (torch, pykeops, geomloss).')
+        cls._defineVar(const.CFGEODL_NODE_LAUNCHER, const.CFGEODL_NODE_LAUNCHER_DEFAULT,
+                       description='Starts one process per machine of a multi-machine '
+                                   'queue job ({nodes}: number of machines), for '
+                                   'training on GPUs of several machines.')
 
     # ---- accessors ---------------------------------------------------------------
     @classmethod
@@ -63,6 +69,13 @@ class Plugin(pwem.Plugin):
     @classmethod
     def getPython(cls):
         return cls.getVar(const.CFGEODL_PYTHON) or sys.executable
+
+    @classmethod
+    def getNodeLauncher(cls, nodes):
+        """``CFGEODL_NODE_LAUNCHER`` for ``nodes`` machines (e.g. ``srun --nodes=2
+        --ntasks-per-node=1 ...``)."""
+        fmt = cls.getVar(const.CFGEODL_NODE_LAUNCHER) or const.CFGEODL_NODE_LAUNCHER_DEFAULT
+        return fmt.format(nodes=int(nodes))
 
     @classmethod
     def getEnviron(cls, threads=None, gpus=None):
@@ -84,15 +97,16 @@ class Plugin(pwem.Plugin):
         return env
 
     @classmethod
-    def getProgram(cls, nproc=1):
+    def getProgram(cls, nproc=1, nnodes=1, rdzvEndpoint=None, rdzvId=None):
         """Program for ``Protocol.runJob``: ``<python> -m continuousflex_geodl``;
         with ``nproc`` > 1, ``nproc`` data-parallel processes through torchrun
-        (one per GPU in CUDA_VISIBLE_DEVICES)."""
-        python = shlex.quote(cls.getPython())
-        if nproc and int(nproc) > 1:
-            return '%s -m torch.distributed.run --standalone --nproc_per_node %d -m %s' % (
-                python, int(nproc), const.CLI_MODULE)
-        return '%s -m %s' % (python, const.CLI_MODULE)
+        (one per GPU in CUDA_VISIBLE_DEVICES); with ``nnodes`` > 1, this
+        machine's part of a run on ``nnodes`` machines (c10d rendezvous at
+        ``rdzvEndpoint``, HOST:PORT; ``core.launch.launch_command``)."""
+        from .core.launch import format_command, launch_command
+        return format_command(launch_command(
+            max(1, int(nproc or 1)), nnodes=nnodes, rdzv_endpoint=rdzvEndpoint,
+            rdzv_id=rdzvId, python=cls.getPython(), target=['-m', const.CLI_MODULE]))
 
     @classmethod
     def defineBinaries(cls, env):

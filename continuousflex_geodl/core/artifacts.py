@@ -27,6 +27,7 @@ a ``.pt`` file is read or written.
 ``LandscapeDir``, ``PathDir``, ``SubsetDir``, ``ApplyDir`` and ``DiagnosticsDir``
 are the folders of ``continuousflex-geodl landscape analyze / path / subset /
 apply / diagnostics`` (their files are listed in ``core/commands/landscape.py``);
+``ValidationDir`` is the folder of ``continuousflex-geodl validate``.
 ``RUN_LOG`` (run.log) is in every output folder of the command line (``core.logs``).
 """
 import json
@@ -649,12 +650,17 @@ class DiagnosticsDir(OutputDir):
 class DecodeDir(OutputDir):
     """The folder written by ``continuousflex-geodl decode``: the decoded latent
     points (latents.npy), the multi-model PDB of the deformed pseudo-atoms
-    (structures.pdb, model i = point i) and one map per point
-    (vol_000.mrc ...)."""
+    (structures.pdb, model i = point i; B-factor = amplitude, occupancy =
+    learned amplitude in [0, 1]), one map per point (vol_000.mrc ...) and,
+    for a model with ``learn_amplitudes``, the learned amplitudes (M, N)
+    (amplitudes.npy)."""
 
     LATENTS = 'latents.npy'
     PDB = 'structures.pdb'
     VOLUME = 'vol_%03d.mrc'
+    AMPLITUDES = 'amplitudes.npy'
+
+    amplitudes_path = _file('AMPLITUDES')
 
     latents_path = _file('LATENTS')
     pdb_path = _file('PDB')
@@ -668,6 +674,12 @@ class DecodeDir(OutputDir):
     def latents(self):
         return self._read_npy(self.LATENTS)
 
+    def write_amplitudes(self, amp):
+        return self._write_npy(self.AMPLITUDES, amp, np.float32)
+
+    def amplitudes(self):
+        return self._read_npy(self.AMPLITUDES)
+
     def volume_files(self):
         """The maps written, in point order ([] when none)."""
         if not os.path.isdir(self.path):
@@ -675,3 +687,178 @@ class DecodeDir(OutputDir):
         prefix, ext = self.VOLUME.split('%')[0], os.path.splitext(self.VOLUME)[1]
         return [self._join(f) for f in sorted(os.listdir(self.path))
                 if f.startswith(prefix) and f.endswith(ext)]
+
+
+class ValidationDir(OutputDir):
+    """The folder written by ``continuousflex-geodl validate`` (half-set
+    validation, ``core.validation``):
+
+    * ``split.npz`` -- ``half1``, ``half2`` (sorted 0-based particle rows),
+      ``seed``, ``n_particles``; ``half1.star`` / ``half2.star`` the halves'
+      particles (RELION 3.1, images where they are);
+    * ``model_half1/``, ``model_half2/`` -- the two models (``ModelDir``);
+    * ``latents_half1.npy``, ``latents_half2.npy`` -- (N, K) float32 latents of
+      ALL particles from each model; ``latents_half2_aligned.npy`` the second
+      mapped into the first space; ``alignment.npz`` (method, matrix, offset,
+      scale: ``y = x @ matrix + offset``; fitted on half 1's particles);
+    * ``agreement.npz`` -- ``relative_error`` (N,) per particle, ``held_out``
+      (N,) bool (the particles of half 2, on which the agreement is scored);
+    * ``landscape_half1/``, ``landscape_half2/`` -- ``landscape analyze`` of each
+      model's latents (the second aligned: same space) (``LandscapeDir``);
+      ``path/`` -- a path on half 1's landscape (``PathDir``);
+    * ``maps/half1_state_000.mrc``, ``maps/half2_state_000.mrc``, ...,
+      ``maps/half1_path_000.mrc`` ... -- the maps decoded at matched latents;
+    * ``fsc.npz`` -- ``freqs`` (F,) 1/A, ``state_curves`` (S, F),
+      ``path_curves`` (P, F), ``state_latents`` / ``path_latents`` (first
+      space), ``state_res_0143`` / ``state_res_05`` / ``path_res_0143`` /
+      ``path_res_05`` (A); ``contrast_curve`` (F,), ``contrast_res_0143`` /
+      ``contrast_res_05``: the FSC between the path's two ends decoded by the
+      model of half 1 (how much the conformations differ);
+    * ``fe_maps.npz`` -- both free-energy maps on one grid (x, y, dG1, dG2 in
+      kT) and the state centres of each on that map (``state_points1/2``);
+    * ``validation.json`` (the report), ``validation.md`` (the same, readable),
+      ``latent_agreement.png``, ``fsc.png``, ``landscape_comparison.png``;
+    * ``run.log``.
+    """
+
+    SPLIT = 'split.npz'
+    HALF_STAR = 'half%d.star'
+    MODEL = 'model_half%d'
+    LATENTS = 'latents_half%d.npy'
+    ALIGNED = 'latents_half2_aligned.npy'
+    ALIGNMENT = 'alignment.npz'
+    AGREEMENT = 'agreement.npz'
+    LANDSCAPE = 'landscape_half%d'
+    PATH = 'path'
+    MAPS = 'maps'
+    MAP = 'half%d_%s_%03d.mrc'
+    FSC = 'fsc.npz'
+    FE_MAPS = 'fe_maps.npz'
+    REPORT = 'validation.json'
+    REPORT_MD = 'validation.md'
+    FIG_AGREEMENT = 'latent_agreement.png'
+    FIG_FSC = 'fsc.png'
+    FIG_LANDSCAPE = 'landscape_comparison.png'
+    #: every file of a complete folder (besides the sub-folders' own)
+    FILES = (SPLIT, ALIGNED, ALIGNMENT, AGREEMENT, FSC, FE_MAPS, REPORT, REPORT_MD,
+             FIG_AGREEMENT, FIG_FSC, FIG_LANDSCAPE, RUN_LOG)
+
+    split_path = _file('SPLIT')
+    aligned_path = _file('ALIGNED')
+    alignment_path = _file('ALIGNMENT')
+    agreement_path = _file('AGREEMENT')
+    fsc_path = _file('FSC')
+    fe_maps_path = _file('FE_MAPS')
+    report_path = _file('REPORT')
+    report_md_path = _file('REPORT_MD')
+    agreement_figure_path = _file('FIG_AGREEMENT')
+    fsc_figure_path = _file('FIG_FSC')
+    landscape_figure_path = _file('FIG_LANDSCAPE')
+    path_dir = _file('PATH')
+    maps_dir = _file('MAPS')
+
+    def exists(self):
+        return os.path.exists(self.report_path)
+
+    def missing(self):
+        """Files of a complete folder that are absent (list of names)."""
+        names = list(self.FILES) + [self.HALF_STAR % h for h in (1, 2)] + \
+            [self.LATENTS % h for h in (1, 2)]
+        return [n for n in names if not os.path.exists(self._join(n))]
+
+    def half_star_path(self, half):
+        return self._join(self.HALF_STAR % int(half))
+
+    def model_path(self, half):
+        return self._join(self.MODEL % int(half))
+
+    def latents_path(self, half):
+        return self._join(self.LATENTS % int(half))
+
+    def landscape_path(self, half):
+        return self._join(self.LANDSCAPE % int(half))
+
+    def map_path(self, half, kind, i):
+        """``maps/half{half}_{kind}_{i:03d}.mrc`` (kind 'state' or 'path')."""
+        return self._join(self.MAPS, self.MAP % (int(half), kind, int(i)))
+
+    # ------------------------------------------------------------- writing
+    def write_split(self, half1, half2, seed, n_particles):
+        with fileio.atomic_write(self.split_path, 'wb') as fh:
+            np.savez(fh, half1=np.asarray(half1, np.int64), half2=np.asarray(half2, np.int64),
+                     seed=np.array(int(seed)), n_particles=np.array(int(n_particles)))
+        return self.split_path
+
+    def write_latents(self, half, z):
+        return self._write_npy(self.LATENTS % int(half), z, np.float32)
+
+    def write_aligned(self, z):
+        return self._write_npy(self.ALIGNED, z, np.float32)
+
+    def write_alignment(self, alignment, fit_rows):
+        with fileio.atomic_write(self.alignment_path, 'wb') as fh:
+            np.savez(fh, method=np.array(alignment.method), matrix=alignment.matrix,
+                     offset=alignment.offset,
+                     scale=np.array(np.nan if alignment.scale is None else alignment.scale),
+                     fit_rows=np.asarray(fit_rows, np.int64))
+        return self.alignment_path
+
+    def write_agreement(self, relative_error, held_out):
+        with fileio.atomic_write(self.agreement_path, 'wb') as fh:
+            np.savez(fh, relative_error=np.asarray(relative_error, np.float32),
+                     held_out=np.asarray(held_out, bool))
+        return self.agreement_path
+
+    def write_fsc(self, **arrays):
+        with fileio.atomic_write(self.fsc_path, 'wb') as fh:
+            np.savez(fh, **arrays)
+        return self.fsc_path
+
+    def write_fe_maps(self, fe1, fe2, state_points1, state_points2):
+        data = dict(x=fe1.centres[0], dG1=fe1.dG, dG2=fe2.dG,
+                    state_points1=np.asarray(state_points1, np.float64),
+                    state_points2=np.asarray(state_points2, np.float64))
+        if fe1.ndim == 2:
+            data['y'] = fe1.centres[1]
+        with fileio.atomic_write(self.fe_maps_path, 'wb') as fh:
+            np.savez(fh, **data)
+        return self.fe_maps_path
+
+    def write_report(self, report, markdown):
+        self._write_json(self.REPORT, report)
+        fileio.atomic_write_text(self.report_md_path, markdown)
+        return self.report_path
+
+    # ------------------------------------------------------------- reading
+    def split(self):
+        with np.load(self.split_path) as f:
+            return f['half1'], f['half2']
+
+    def latents(self, half, mmap=True):
+        return self._read_npy(self.LATENTS % int(half), mmap)
+
+    def aligned(self, mmap=True):
+        return self._read_npy(self.ALIGNED, mmap)
+
+    def agreement(self):
+        with np.load(self.agreement_path) as f:
+            return dict(f)
+
+    def fsc(self):
+        with np.load(self.fsc_path) as f:
+            return dict(f)
+
+    def fe_maps(self):
+        with np.load(self.fe_maps_path) as f:
+            return dict(f)
+
+    def report(self):
+        return self._read_json(self.REPORT)
+
+    def map_files(self, half, kind):
+        """The maps of ``half`` and ``kind`` ('state' / 'path'), in order."""
+        if not os.path.isdir(self.maps_dir):
+            return []
+        prefix = 'half%d_%s_' % (int(half), kind)
+        return [self._join(self.MAPS, f) for f in sorted(os.listdir(self.maps_dir))
+                if f.startswith(prefix) and f.endswith('.mrc')]

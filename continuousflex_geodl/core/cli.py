@@ -26,6 +26,7 @@ COMMANDS = [
     'poses',      # poses of particles without angles (global search)
     'landscape',  # embeddings, free energy, states, paths, subsets
     'explore',    # interactive landscape explorer (click, lasso, paths)
+    'validate',   # half-set validation: two models on random halves, compared
     'demo',       # the whole chain on built-in synthetic data
 ]
 

@@ -13,6 +13,10 @@
   is refilled); about 1-3 steps per particle.
 * ``decode_positions(model, z)`` -- (M, N, 3) deformed pseudo-atom positions
   (A, about the box centre).
+* ``decode_learned_amplitudes(model, z)`` -- (M, N) learned amplitudes in
+  [0, 1] (``learn_amplitudes``), or None.
+* ``volume_grid(model, box, apix, particle_box)`` -- the grid of decoded
+  volumes (default: the particles' full box, also after ``train_box``).
 * ``decode_volumes(model, z, box, apix)`` -- (M, D, D, D) rendered densities
   on the particles' voxel grid.
 """
@@ -49,13 +53,35 @@ def load_model(model_dir, device='cpu'):
     return model
 
 
+def on_model_grid(model, pset):
+    """``pset`` on the model's pixel grid.
+
+    Particles of the training grid are returned as they are; particles of a
+    larger box covering the same field of view (box * pixel size), such as
+    the full-size particles of a model trained with ``train_box``, are
+    Fourier-cropped to the model's box when read
+    (``core.particles.at_box``).  Anything else is a ValueError.
+    """
+    box, apix = int(pset.box), float(pset.apix)
+    if box == model.box and abs(apix - model.apix) <= 1e-3 * model.apix:
+        return pset
+    extent, model_extent = box * apix, model.box * model.apix
+    if box > model.box and abs(extent - model_extent) <= 1e-3 * model_extent:
+        from .particles import at_box
+        logger.info('particles of %d px (%.4g A/px) Fourier-cropped to the model box of '
+                    '%d px (%.4g A/px) when read', box, apix, model.box, model.apix)
+        return at_box(pset, model.box)
+    raise ValueError('These particles (%d px, %.3f A/px) do not match the model (%d px, '
+                     '%.3f A/px, or a larger box with the same %.1f A field of view): '
+                     'rescale them to the training grid first.'
+                     % (box, apix, model.box, model.apix, model_extent))
+
+
 def infer_latents(model, pset, batch_size=InferSettings.batch_size, out=None, progress=False):
-    """Latent means (N, K) float32 for every particle of ``pset``."""
+    """Latent means (N, K) float32 for every particle of ``pset`` (particles of
+    a larger box are cropped to the model's: ``on_model_grid``)."""
     check_particles(pset, need_poses=True, need_ctf=bool(model.config.get('ctf', True)))
-    if abs(float(pset.apix) - model.apix) > 1e-3 * model.apix or int(pset.box) != model.box:
-        raise ValueError('These particles (%d px, %.3f A/px) do not match the model '
-                         '(%d px, %.3f A/px): rescale them to the training grid first.'
-                         % (pset.box, pset.apix, model.box, model.apix))
+    pset = on_model_grid(model, pset)
     n = len(pset)
     device = model.ref_pos.device
 
@@ -101,6 +127,42 @@ def decode_amplitudes(model, z):
         _, amp = model.decode(torch.as_tensor(z, device=model.ref_pos.device))
     amp = amp.cpu().numpy()
     return np.broadcast_to(amp, (len(z), amp.shape[-1])).astype(np.float32)
+
+
+def decode_learned_amplitudes(model, z, batch_size=256):
+    """(M, N) learned amplitudes in [0, 1] at latent points z (the factor of
+    each pseudo-atom's reference amplitude), or None when the model does not
+    learn amplitudes (``learn_amplitudes``)."""
+    if not model.learns_amplitudes:
+        return None
+    z = _as_latents(model, z)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(z), batch_size):
+            zz = torch.tensor(z[s:s + batch_size], device=model.ref_pos.device)
+            out.append(model.decode_all(zz)[2].cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def volume_grid(model, box=None, apix=None, particle_box=None):
+    """(box, voxel size A) of decoded volumes.
+
+    Default: the particles' grid, i.e. ``particle_box`` (a model trained at a
+    smaller ``train_box``: its config's ``particle_box``) over the model's
+    field of view, else the model's own grid.  ``box`` alone keeps the field
+    of view (voxel size = model box * model pixel size / box); ``apix`` alone
+    keeps the model's box; both: as given.
+    """
+    extent = model.box * model.apix
+    if box is None and apix is None:
+        box = int(particle_box) if particle_box else model.box
+        return box, extent / box
+    if box is None:
+        return model.box, float(apix)
+    box = int(box)
+    if box < 2:
+        raise ValueError('Invalid volume box %d px.' % box)
+    return box, (extent / box if apix is None else float(apix))
 
 
 def decode_volumes(model, z, box=None, apix=None):
@@ -194,6 +256,7 @@ def refine_latents(model, pset, z0, steps=InferSettings.refine_steps,
                          % (z0.shape, len(pset), model.zdim))
     if steps < 0 or lr <= 0:
         raise ValueError('Latent refinement needs steps >= 0 and a positive step size.')
+    pset = on_model_grid(model, pset)
     if method not in ('gauss-newton', 'adam'):
         raise ValueError("Unknown refinement method '%s': use 'gauss-newton' or 'adam'."
                          % method)

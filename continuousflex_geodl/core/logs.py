@@ -64,7 +64,9 @@ def setup_console(level=logging.INFO):
     if any(isinstance(h, _ConsoleHandler) for h in _core.handlers):
         return
     out = _ConsoleHandler('stdout')
-    out.addFilter(lambda r: r.levelno < logging.WARNING)
+    # progress (INFO) from the process of rank 0 only (torchrun runs the command in each)
+    out.addFilter(lambda r: r.levelno < logging.WARNING
+                  and os.environ.get('RANK', '0') in ('', '0'))
     out.setFormatter(logging.Formatter('%(message)s'))
     err = _ConsoleHandler('stderr')
     err.setLevel(logging.WARNING)

@@ -25,7 +25,8 @@ import numpy as np
 
 from .io import star as _star
 from .io import xmd as _xmd
-from .io.stack import ArrayImageSource, ImageSource, resolve_image_path  # noqa: F401
+from .io.stack import (ArrayImageSource, CroppedImageSource, ImageSource,  # noqa: F401
+                       resolve_image_path)
 
 #: columns of ``ParticleSet.ctf``
 CTF_COLUMNS = ('dfu', 'dfv', 'dfang', 'voltage', 'cs', 'w', 'phase_shift')
@@ -140,6 +141,32 @@ class ParticleSet:
                                  're-extract the particles'
                                  % (name, int(chunk[np.nonzero(~ok)[0][0]]) + 1))
         return self
+
+
+def at_box(pset, box):
+    """``pset`` seen at ``box`` pixels: images Fourier-cropped when read
+    (``core.downsample``), pixel size ``apix * D / box``; poses (shifts in A),
+    CTF parameters and metadata unchanged (the CTF is then computed at the
+    coarser pixel size).  ``box`` None or equal to the particle box returns
+    ``pset`` itself.  Works for a ``ParticleSet`` and for duck-typed sets
+    with ``images`` and ``apix`` attributes (a shallow copy whose images are
+    a ``CroppedImageSource``)."""
+    if box is None or int(box) == int(pset.box):
+        return pset
+    box = int(box)
+    D = int(pset.box)
+    images = pset.images
+    if isinstance(images, np.ndarray):
+        images = ArrayImageSource(images)
+    cropped = CroppedImageSource(images, box)
+    apix = float(pset.apix) * D / box
+    if isinstance(pset, ParticleSet):
+        return ParticleSet(cropped, apix, pset.euler, pset.shifts, pset.ctf, pset.metadata,
+                           pset.source)
+    import copy
+    new = copy.copy(pset)
+    new.images, new.apix = cropped, apix
+    return new
 
 
 # ---------------------------------------------------------------- files

@@ -19,6 +19,7 @@ difference.
 ``PathSettings``           pathways (``landscape path``)
 ``ExploreSettings``        the interactive landscape explorer (``explore``)
 ``DiagnosticsSettings``    isometry and agreement measures
+``ValidateSettings``       half-set validation (``validate``)
 =========================  ====================================================
 
 Choice lists are ``str`` enums (``Prior.GMM == 'gmm'``, JSON-able as their
@@ -167,6 +168,13 @@ class ExplorePathKind(Choice):
     DENSITY = 'density'      # minimum free-energy path between its first and last points
 
 
+class AlignMethod(Choice):
+    """How the latent space of one half-set model is mapped onto the other's
+    (``core.validation``)."""
+    PROCRUSTES = 'procrustes'  # rotation (or reflection), one scale and a shift
+    LINEAR = 'linear'          # any affine map (least squares)
+
+
 class ExploreInverse(Choice):
     """From a map point back to a latent in the explorer."""
     AUTO = 'auto'            # PCA inverse on PCA maps, nearest particles' median otherwise
@@ -184,7 +192,7 @@ _LABELS = {
 CHOICES = {c.__name__: c for c in (Prior, Decoder, DecoderConditioning, EncoderInputs, Loss,
                                    Motion, Population, EmbeddingMethod, StateMethod, StateCount,
                                    EnergyUnit, Bandwidth, PathKind, ExplorePathKind,
-                                   ExploreInverse)}
+                                   ExploreInverse, AlignMethod)}
 
 
 # ---------------------------------------------------------------- settings --
@@ -281,6 +289,10 @@ class ModelSettings(_Settings):
     dec_k: int = _f(16, 'neighbours of each pseudo-atom in the decoder convolutions')
     dec_amplitudes: bool = _f(False, 'also learn per-atom amplitude changes with the '
                               'conformation')
+    learn_amplitudes: bool = _f(False, 'also learn a per-pseudo-atom amplitude in [0, 1] '
+                                'that depends on the latent (compositional heterogeneity: '
+                                'a subunit or domain absent from some particles); starts '
+                                'at 0.98 for every atom, held near 1 by w_amplitudes')
     dec_smooth: int = _f(1, 'neighbour-averaging steps of the decoded displacements')
     dec_conditioning: DecoderConditioning = _f(
         DecoderConditioning.SEGMENTS, 'how the latent drives the point decoder',
@@ -333,6 +345,11 @@ class TrainSettings(_Settings):
     sinkhorn_points: int = _f(1000, 'points subsampled for the Sinkhorn term')
     sinkhorn_samples: int = _f(1, 'latents per global batch used for the Sinkhorn term')
     sinkhorn_blur: float = _f(2.0, 'blur of the Sinkhorn divergence', 'A')
+    w_amplitudes: float = _f(0.01, 'learn_amplitudes: weight of the penalty sum_j a0_j '
+                             '(1 - a_j) on learned amplitudes a_j below 1 (a0_j: reference '
+                             'amplitude, mean 1), per particle like the data term: a whole '
+                             'absent domain of n pseudo-atoms costs about w n nats',
+                             'nats per pseudo-atom')
     loss: Loss = _f(Loss.NLL, "image loss: 'nll' (Fourier-weighted Gaussian likelihood) or "
                     "'corr'", choices=Loss)
     mask_radius: float = _f(0.9, 'circular mask of the images (0: no mask)',
@@ -345,6 +362,17 @@ class TrainSettings(_Settings):
     device: str = _f('cpu', "'cpu' or 'cuda'")
     weight_decay: float = _f(0.0, 'AdamW weight decay')
     cache_features: bool = _f(True, 'keep the encoder inputs in a disk memory map')
+    train_box: int = _f(None, 'train at this box: the particles are Fourier-cropped to it '
+                        'when read (pixel size scaled by particle box / train box, CTF '
+                        'computed at that pixel size, shifts in A unchanged); the model '
+                        'is in A, so inference on the full-size particles crops them the '
+                        'same way and volumes can be decoded at the full box (unset: the '
+                        'particle box)', 'px')
+    particle_box: int = _f(None, 'box of the particles before train_box cropping (set by '
+                           'the training; the default box of decoded volumes)', 'px')
+    data_workers: int = _f(None, 'background processes that read (and crop) the particle '
+                           'images of the next batches while the model trains (0: one '
+                           'background thread; unset: 0 on the CPU, 4 on a GPU)')
 
 
 @dataclass(frozen=True)
@@ -498,6 +526,23 @@ class DiagnosticsSettings(_Settings):
     n_anchors: int = _f(200, 'anchor particles of the isometry correlation')
 
 
+@dataclass(frozen=True)
+class ValidateSettings(_Settings):
+    """Half-set validation (``validate``): two models trained on random halves
+    with the training settings, compared (``core.validation``)."""
+    split_seed: int = _f(0, 'random seed of the split of the particles into two halves')
+    align: AlignMethod = _f(AlignMethod.PROCRUSTES, "map from the second half-set model's "
+                            "latent space onto the first's, fitted on the particles of the "
+                            "first half and scored on those of the second: 'procrustes' "
+                            "(rotation, one scale, shift) or 'linear' (any affine map)",
+                            choices=AlignMethod)
+    path_points: int = _f(10, 'points along the path at which the two models are compared')
+    fe_max_dG: float = _f(3.0, 'free-energy maps are compared where both are below this',
+                          'kT')
+    mask_width: float = _f(3.0, 'soft edge of the spherical mask applied before the FSC',
+                           'px')
+
+
 def add_setting(parser, flag, group, name, **kwargs):
     """``parser.add_argument(flag, ...)`` for the setting ``group.name``.
 
@@ -535,12 +580,12 @@ def add_settings(parser, group, *names):
 GROUPS = {c.__name__: c for c in (ModelSettings, TrainSettings, ReferenceSettings,
                                   InferSettings, PoseSettings, RuntimeSettings, SimulateSettings,
                                   LandscapeSettings, PathSettings, ExploreSettings,
-                                  DiagnosticsSettings)}
+                                  DiagnosticsSettings, ValidateSettings)}
 
 
 # -------------------------------------------------------------- config.json --
 #: schema of config.json written now; configs without ``config_schema`` are 1
-CONFIG_SCHEMA = 3
+CONFIG_SCHEMA = 4
 #: keys of config.json that describe how the model was made, not settings
 PROVENANCE_KEYS = ('config_schema', 'package_version', 'command_line')
 #: settings renamed since schema 1: old key -> current key
@@ -550,6 +595,10 @@ RENAMED_KEYS = {}
 ADDED_KEYS = {'ctf': True, 'dec_segments': 16}
 #: settings added in schema 3 (models of schema 1-2 applied the CTF on the box)
 ADDED_KEYS_SCHEMA_3 = {'ctf_pad': 1.0}
+#: settings added in schema 4 (models of schema 1-3 had no learned amplitudes)
+ADDED_KEYS_SCHEMA_4 = {'learn_amplitudes': False}
+#: also added in schema 4: models of schema 1-3 were trained at the particle box
+ADDED_KEYS_SCHEMA_4.update(train_box=None, particle_box=None)
 
 
 def package_version():
@@ -604,6 +653,9 @@ def migrate_config(config):
         cfg.setdefault('command_line', None)
     if schema < 3:
         for key, value in ADDED_KEYS_SCHEMA_3.items():
+            cfg.setdefault(key, value)
+    if schema < 4:
+        for key, value in ADDED_KEYS_SCHEMA_4.items():
             cfg.setdefault(key, value)
     cfg['config_schema'] = CONFIG_SCHEMA
     return cfg

@@ -14,8 +14,10 @@ from .protocol_compare import GeoDLProtCompareLandscapes
 from .protocol_structures import GeoDLProtStructures
 from .protocol_landscape import GeoDLProtLandscape
 from .protocol_poses import GeoDLProtPoses
+from .protocol_validate import GeoDLProtValidate
 
 #: protocol modules of this package (checked by the registry test)
 PROTOCOL_MODULES = ['protocol_simulate', 'protocol_train', 'protocol_predict',
                     'protocol_subset', 'protocol_hemnma_to_flex', 'protocol_compare',
-                    'protocol_structures', 'protocol_landscape', 'protocol_poses']
+                    'protocol_structures', 'protocol_landscape', 'protocol_poses',
+                    'protocol_validate']

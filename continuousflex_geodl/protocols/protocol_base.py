@@ -71,18 +71,28 @@ class GeoDLProtBase(EMProtocol):
         n = self.numberOfThreads.get() if hasattr(self, 'numberOfThreads') else None
         return n or 1
 
-    def _runCli(self, command, args, nproc=1):
+    def _runCli(self, command, args, nproc=1, program=None):
         """Run ``continuousflex-geodl <command> <args>`` (args: list of str/num).
 
         ``command`` may be several words (e.g. 'landscape analyze').  With
         ``nproc`` > 1 it runs as ``nproc`` distributed processes (torchrun).
+        ``program``: the launcher when not ``Plugin.getProgram(nproc)``.
         """
         from .. import Plugin
         words = command.split() + [str(a) for a in args]
-        gpus = self.getGpuList() if self._getDevice().startswith('cuda') else None
+        gpus = self._getRunGpus() if self._getDevice().startswith('cuda') else None
         env = Plugin.getEnviron(threads=self._getThreads(), gpus=gpus)
-        self.runJob(Plugin.getProgram(nproc), ' '.join(shlex.quote(w) for w in words),
+        self.runJob(program or Plugin.getProgram(nproc),
+                    ' '.join(shlex.quote(w) for w in words),
                     env=env, numberOfMpi=1, numberOfThreads=1)
+
+    def _getRunGpus(self):
+        """GPU ids of this run: those the steps executor assigns (through a
+        queue, Scipion numbers them 0..n-1: the scheduler shows the job its
+        own GPUs only), else the form's GPU list."""
+        executor = getattr(self, '_stepsExecutor', None)
+        gpus = executor.getGpuList() if executor is not None else None
+        return list(gpus) if gpus else self.getGpuList()
 
     # --------------------------- inputs as files -----------------------------
     def _writeParticlesAndReference(self, requirePoses):

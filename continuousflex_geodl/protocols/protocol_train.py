@@ -1,5 +1,9 @@
 """Protocol: train the point-cloud deformation model on particles."""
+import functools
+import json
 import os
+import socket
+import subprocess
 
 import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
@@ -26,7 +30,11 @@ class GeoDLProtTrain(GeoDLProtBase):
     to elastic-network normal modes (HEMNMA-like).
 
     Needs particles with CTF and 3D angles (from a consensus refinement).
-    With several GPU ids, training runs data-parallel (one process per GPU).
+    With several GPU ids, training runs data-parallel (torchrun, one process
+    per listed GPU, nccl); on the CPU, one process with the given threads.
+    Sent to a queue (hosts.conf, e.g. SLURM with ``--gres=gpu:%(GPU_COUNT)d``),
+    a job of several machines trains on the listed GPUs of each of them
+    (torchrun's c10d rendezvous; see README "GPUs and clusters").
     Training curves are in the model folder (history.json); use the
     *Continue* action to resume an interrupted (or extended: raise the
     epochs) training from the last checkpoint.
@@ -85,6 +93,11 @@ class GeoDLProtTrain(GeoDLProtBase):
                       label='Refine poses?',
                       help='Also learn small per-particle rotation and shift corrections '
                            '(the consensus poses are biased for heterogeneous samples).')
+        form.addParam('learnAmplitudes', params.BooleanParam, default=MS.learn_amplitudes,
+                      label='Learn amplitudes (compositional change)?',
+                      help=MS.sentence('learn_amplitudes') + ' Use it when a subunit, '
+                           'domain or ligand may be absent from some particles: decoded '
+                           'structures then carry a per-atom amplitude (PDB occupancy).')
         form.addParam('encoderInputs', params.EnumParam, choices=EncoderInputs.values(),
                       default=EncoderInputs.index(MS.encoder_inputs),
                       expertLevel=params.LEVEL_ADVANCED, label='Encoder inputs',
@@ -111,6 +124,9 @@ class GeoDLProtTrain(GeoDLProtBase):
                       expertLevel=params.LEVEL_ADVANCED, label='Time limit (minutes)',
                       help='Stop at the end of the epoch that would exceed this time '
                            '(0: no limit). Continue later to train further.')
+        form.addParam('trainBox', params.IntParam, default=TS.train_box or 0,
+                      expertLevel=params.LEVEL_ADVANCED, label='Training box (px)',
+                      help=TS.sentence('train_box') + ' 0: the particle box.')
         form.addParam('seed', params.IntParam, default=MS.seed, label='Random seed',
                       expertLevel=params.LEVEL_ADVANCED,
                       help='Seed of the network initialisation and of the batch order; '
@@ -135,13 +151,41 @@ class GeoDLProtTrain(GeoDLProtBase):
             normalModesToNpz(self.inputModes.get(), self._getModesFile())
 
     def trainStep(self, *args):
-        self._runCli('train', self._trainArgs(), nproc=self._nproc())
+        self._runCli('train', self._trainArgs(), program=self._trainProgram())
 
     def _nproc(self):
         """One data-parallel process per GPU when several GPUs are given."""
         if self._getDevice().startswith('cuda'):
             return max(1, len(self.getGpuList()))
         return 1
+
+    def _getThreads(self):
+        """Threads of each training process: the form's threads (the CPU cores
+        of the job on each machine) shared by its processes (one per GPU)."""
+        return max(1, super()._getThreads() // self._nproc())
+
+    def _nodes(self, environ=None):
+        """Machines of the run: those of the (SLURM) allocation when the whole
+        protocol runs as a queue job on GPUs, else 1."""
+        if not (self._getDevice().startswith('cuda') and self.useQueueForProtocol()):
+            return 1
+        return allocationNodes(os.environ if environ is None else environ)
+
+    def _trainProgram(self, environ=None, host=None, port=None):
+        """The launcher of the train command: ``Plugin.getProgram`` for this
+        machine's GPUs (one process per GPU, torchrun); on a queue job with
+        several machines, prefixed by the node launcher (``srun``) that starts
+        it on each, with the c10d rendezvous on this machine (``host``,
+        ``port``: default this host name and a free port)."""
+        from .. import Plugin
+        environ = os.environ if environ is None else environ
+        nodes = self._nodes(environ)
+        if nodes <= 1:
+            return Plugin.getProgram(self._nproc())
+        endpoint = '%s:%d' % (host or socket.gethostname(), port or freePort())
+        rdzvId = environ.get('SLURM_JOB_ID') or 'cfgeodl-%s' % self.strId()
+        return '%s %s' % (Plugin.getNodeLauncher(nodes), Plugin.getProgram(
+            self._nproc(), nnodes=nodes, rdzvEndpoint=endpoint, rdzvId=rdzvId))
 
     def createOutputStep(self):
         parts = self.inputParticles.get()
@@ -155,6 +199,12 @@ class GeoDLProtTrain(GeoDLProtBase):
             model.setBox(int(cfg['box']))
         if cfg.get('apix'):
             model.setSamplingRate(float(cfg['apix']))
+        if cfg.get('particle_box') and cfg.get('box') and cfg.get('apix'):
+            # trained at a smaller --train-box: the model takes (and crops) the
+            # particles of the full grid
+            pbox = int(cfg['particle_box'])
+            model.setBox(pbox)
+            model.setSamplingRate(float(cfg['apix']) * int(cfg['box']) / pbox)
         if cfg.get('prior'):
             model.setPrior(str(cfg['prior']))
         md = ModelDir(self._getModelDir())
@@ -192,8 +242,12 @@ class GeoDLProtTrain(GeoDLProtBase):
             args += ['--nma-modes', self.nmaModes.get()]
         if self.refinePoses.get():
             args += ['--refine-poses']
+        if self.learnAmplitudes.get():
+            args += ['--learn-amplitudes']
         if self.timeLimit.get():
             args += ['--time-limit', self.timeLimit.get()]
+        if self.trainBox.get():
+            args += ['--train-box', self.trainBox.get()]
         if os.path.exists(self._getModesFile()):
             args += ['--modes', self._getModesFile()]
         if self._hasCheckpoint():
@@ -224,6 +278,11 @@ class GeoDLProtTrain(GeoDLProtBase):
                                                       pixelTolerance=1e-3)
         if self.nAtoms.get() is not None and self.nAtoms.get() < 0:
             errors.append('The number of pseudo-atoms must be 0 (automatic) or positive.')
+        tb, box = self.trainBox.get() or 0, parts.getXDim()
+        if tb and (tb < 8 or tb % 2 or (box and tb > box)):
+            errors.append('The training box (%d px) must be even, at least 8 px and at most '
+                          'the particle box (%s px); 0 trains at the particle box.'
+                          % (tb, box))
         if self.nmaModes.get() is not None and self.nmaModes.get() < 0:
             errors.append('The number of normal modes must be 0 (free-form) or positive.')
         if self.inputModes.get() is not None:
@@ -234,8 +293,35 @@ class GeoDLProtTrain(GeoDLProtBase):
             if self.nmaModes.get():
                 errors.append('Give either ContinuousFlex normal modes or a number of '
                               'automatic normal modes, not both.')
-        if self.useGpu.get() and not self.getGpuList():
-            errors.append('Use GPU is on but no GPU id is given.')
+        errors += self._validateGpus()
+        return errors
+
+    def _validateGpus(self):
+        """GPU list (one training process per GPU) and a CUDA build of torch."""
+        if not self.useGpu.get():
+            return []
+        gpus = self.getGpuList()
+        if not gpus:
+            return ['Use GPU is on but no GPU id is given.']
+        errors = []
+        if len(set(gpus)) < len(gpus):
+            errors.append('The GPU list (%s) names a GPU more than once: one training '
+                          'process runs per listed GPU, and two cannot share a GPU; list '
+                          'each GPU once.' % self.gpuList.get())
+        if self.batchSize.get() and self.batchSize.get() % len(gpus):
+            errors.append('With %d GPUs the batch size (%d) must be a multiple of %d (each '
+                          'GPU takes an equal share of every batch); e.g. %d.'
+                          % (len(gpus), self.batchSize.get(), len(gpus),
+                             max(1, round(self.batchSize.get() / len(gpus))) * len(gpus)))
+        from .. import Plugin
+        python = Plugin.getPython()
+        build = torchBuild(python)
+        if build is not None and not build['gpu']:
+            errors.append('Use GPU is on but the torch of %s is a CPU-only build (torch %s): '
+                          'install a CUDA build of torch in that environment (see '
+                          'https://pytorch.org/get-started/locally, e.g. "%s -m pip install '
+                          'torch --index-url https://download.pytorch.org/whl/cu124"), or '
+                          'set Use GPU to No.' % (python, build['version'], python))
         return errors
 
     def _warnings(self):
@@ -284,3 +370,51 @@ class GeoDLProtTrain(GeoDLProtBase):
         if self.inputModes.get() is not None or self.nmaModes.get():
             cites += ['Jin2014hemnma', 'Harastani2022continuousflex']
         return cites
+
+
+# --------------------------- launch helpers (no Scipion state) ---------------
+def allocationNodes(environ):
+    """Number of machines of the SLURM job this process runs in (1 outside one)."""
+    for key in ('SLURM_JOB_NUM_NODES', 'SLURM_NNODES'):
+        value = str(environ.get(key, '')).strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def freePort():
+    """A TCP port free on this machine now (for torchrun's c10d rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('', 0))
+        return s.getsockname()[1]
+
+
+_TORCH_BUILD = r"""
+import importlib.util, json, os
+spec = importlib.util.find_spec('torch')
+ns = {}
+if spec is not None and spec.submodule_search_locations:
+    with open(os.path.join(list(spec.submodule_search_locations)[0], 'version.py')) as f:
+        exec(f.read(), ns)
+print(json.dumps(None if spec is None else dict(
+    version=ns.get('__version__'), cuda=ns.get('cuda'), hip=ns.get('hip'))))
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def torchBuild(python):
+    """The torch build of interpreter ``python``: dict(version, cuda, hip, gpu)
+    read from torch/version.py without importing torch (fast; no GPU needed),
+    or None when it cannot be told (no torch there: ``validateInstallation``
+    reports it)."""
+    try:
+        out = subprocess.run([python, '-c', _TORCH_BUILD], capture_output=True, text=True,
+                             timeout=60)
+        info = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 \
+            else None
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+    if not isinstance(info, dict) or not info.get('version'):
+        return None
+    info['gpu'] = bool(info.get('cuda') or info.get('hip'))
+    return info

@@ -15,6 +15,8 @@ from .viewer_train import GeoDLTrainViewer
 from .viewer_latents import GeoDLLatentsViewer
 from .viewer_landscape import GeoDLLandscapeViewer
 from .viewer_pathway import GeoDLPathwayViewer
+from .viewer_validation import GeoDLValidationViewer
 
 #: viewer modules of this package
-VIEWER_MODULES = ['viewer_train', 'viewer_latents', 'viewer_landscape', 'viewer_pathway']
+VIEWER_MODULES = ['viewer_train', 'viewer_latents', 'viewer_landscape', 'viewer_pathway',
+                  'viewer_validation']

@@ -31,7 +31,7 @@ from ..core.landscape.plots import (axis_labels, new_figure, plot_free_energy,
 MAX_POINTS = 20000
 
 #: records of history.json that are bookkeeping, not curves
-_NOT_CURVES = ('epoch', 'seconds')
+_NOT_CURVES = ('epoch', 'seconds', 'cpu_seconds')
 
 _LABELS = {'loss': 'total loss', 'data': 'data term (image NLL)', 'rate': 'latent rate',
            'strain': 'neighbour strain', 'sinkhorn': 'Sinkhorn divergence',

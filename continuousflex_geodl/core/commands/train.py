@@ -14,6 +14,9 @@ import os
 from .. import logs
 from ..settings import (ModelSettings, ReferenceSettings, TrainSettings, add_setting,
                         add_settings)
+from ..launch import usage_examples
+
+__doc__ += usage_examples()  # several GPUs / machines: torchrun command lines
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +37,29 @@ def add_args(p):
                    help='normal modes of the reference (.npz with positions (N, 3) A and '
                         'modes (N, 3, M), e.g. ContinuousFlex NMA modes): displacements are '
                         'restricted to them (interpolated onto the pseudo-atoms)')
-    add_setting(p, '--learn-amplitudes', M, 'dec_amplitudes')
+    add_settings(p, M, 'learn_amplitudes')
     add_settings(p, M, 'encoder_inputs', 'loss_resolution', 'ctf_pad')
     add_setting(p, '--time-limit', T, 'time_limit')
     p.add_argument('--resume', action='store_true', help='continue from the last checkpoint in --out')
     add_settings(p, T, 'threads', 'device')
+    add_settings(p, T, 'train_box', 'data_workers')
     p.add_argument('--allow-cpu-fallback', action='store_true',
                    help='run on the CPU (with a warning) when --device cuda is asked for '
                         'and no GPU is usable; without it that is an error')
     p.add_argument('--no-ctf', action='store_true',
                    help='accept particles without CTF parameters (only for CTF-free '
                         'images, e.g. simulated without CTF)')
-    add_settings(p, T, 'w_knn', 'w_sinkhorn')
+    add_settings(p, T, 'w_knn', 'w_sinkhorn', 'w_amplitudes')
 
 
 def main(args):
     logs.start_run_log(args.out, args)
+    return train_from_args(args)
+
+
+def train_from_args(args):
+    """Train as ``main`` does (arguments of ``add_args``), without starting a
+    run log: ``validate`` trains its two half-set models with it."""
     from ..artifacts import ModelDir
     from ..models.data import check_settings
     from ..models.reference import build_reference
@@ -64,20 +74,23 @@ def main(args):
                     refine_poses=bool(args.refine_poses), threads=args.threads,
                     device='cpu' if device.type == 'cpu' else args.device,
                     loss_resolution=args.loss_resolution, ctf_pad=args.ctf_pad,
-                    time_limit=args.time_limit)
+                    time_limit=args.time_limit, train_box=args.train_box,
+                    data_workers=args.data_workers)
     if not args.resume:
         check_settings(dict(default_settings(), **settings))
     pset = load_particles(args.particles)
     if args.nma_modes:
         settings.update(decoder='nma', nma_modes=int(args.nma_modes))
     if args.learn_amplitudes:
-        settings['dec_amplitudes'] = True
+        settings['learn_amplitudes'] = True
     if args.encoder_inputs:
         settings['encoder_inputs'] = args.encoder_inputs
     if args.w_knn is not None:
         settings['w_knn'] = args.w_knn
     if args.w_sinkhorn is not None:
         settings['w_sinkhorn'] = args.w_sinkhorn
+    if args.w_amplitudes is not None:
+        settings['w_amplitudes'] = args.w_amplitudes
     model_dir = ModelDir(args.out)
     resuming = args.resume and model_dir.has_checkpoint()
     if resuming:
@@ -88,7 +101,9 @@ def main(args):
             check_same_grid(args.reference, pset.box, pset.apix)
         # the cloud depends on the file only (not on the training seed): simulate
         # --structure builds the same one
-        ref = build_reference(args.reference, n_atoms=args.n_atoms, apix=pset.apix,
+        # pseudo-atoms sized for the pixel size the model trains at (--train-box)
+        ref_apix = pset.apix * pset.box / args.train_box if args.train_box else pset.apix
+        ref = build_reference(args.reference, n_atoms=args.n_atoms, apix=ref_apix,
                               sigma=args.sigma)
     logger.info('reference: %d pseudo-atoms, sigma %.2f A', len(ref.positions), ref.sigma)
     modes = None

@@ -7,7 +7,8 @@ coordinates in the package.
   HETATM) of the first model, in file order (e.g. the structure a set of
   normal-mode files was computed on: one mode line per atom);
 * ``write_pdb``: pseudo-atoms as CA atoms, one model or M models, B-factor
-  column = amplitudes.  Atomic.
+  column = amplitudes (per model when they change), occupancy = learned
+  amplitudes in [0, 1] when given.  Atomic.
 """
 import os
 
@@ -65,11 +66,14 @@ def read_coordinates(path):
     return np.array([(a.pos.x, a.pos.y, a.pos.z) for a in atoms])
 
 
-def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA', remarks=()):
+def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA', remarks=(),
+              occupancies=None):
     """Pseudo-atoms as CA atoms of a PDB file; positions (M, N, 3) write M models.
 
-    The B-factor column carries the amplitudes (scaled so that the largest
-    is 999 when they exceed the column).  ``chain``: one chain ID, or one per
+    The B-factor column carries the amplitudes, (N,) for every model or
+    (M, N) one row per model (scaled so that the largest is 999 when they
+    exceed the column).  ``occupancies`` (N,) or (M, N) in [0, 1] (default
+    1), e.g. learned amplitudes relative to the reference.  ``chain``: one chain ID, or one per
     atom (a new chain, after a TER record, wherever it changes).
     ``remarks``: extra REMARK lines.  Residue numbers are atom numbers (mod
     10000).  Written atomically with gemmi.  Returns ``path``.
@@ -86,11 +90,19 @@ def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA', remark
         raise ValueError('write_pdb: positions contain NaN or Inf')
     if np.abs(pos).max(initial=0) >= 1e4:
         raise ValueError('write_pdb: coordinates beyond the PDB format (|x| >= 10000 A)')
-    b = np.zeros(n) if amplitudes is None else np.asarray(amplitudes, float).reshape(-1)
-    if b.shape != (n,):
-        raise ValueError('write_pdb: %d amplitudes for %d atoms' % (b.size, n))
+    b = np.zeros(n) if amplitudes is None else np.asarray(amplitudes, float)
+    if b.ndim == 2 and b.shape[0] == 1:
+        b = b[0]
+    if b.shape not in ((n,), (len(pos), n)):
+        raise ValueError('write_pdb: %s amplitudes for %d models of %d atoms'
+                         % (b.shape, len(pos), n))
     if b.size and np.abs(b).max() >= 1000:
         b = b * (999.0 / np.abs(b).max())
+    b = np.broadcast_to(b, (len(pos), n))
+    occ = np.ones(n) if occupancies is None else np.asarray(occupancies, float)
+    if occ.shape not in ((n,), (len(pos), n)) or not np.all(np.isfinite(occ)):
+        raise ValueError('write_pdb: occupancies must be finite, (N,) or (M, N)')
+    occ = np.broadcast_to(np.clip(occ, 0.0, 1.0), (len(pos), n))
     chains = [chain] * n if isinstance(chain, str) else [str(c) for c in chain]
     if len(chains) != n or any(len(c) != 1 for c in chains):
         raise ValueError('write_pdb: chain must be one character or one per atom')
@@ -109,7 +121,8 @@ def write_pdb(path, positions, amplitudes=None, chain='A', residue='ALA', remark
             res.het_flag = 'A'
             atom = gemmi.Atom()
             atom.name, atom.element = 'CA', element
-            atom.pos, atom.occ, atom.b_iso = gemmi.Position(x, y, z), 1.0, float(b[i])
+            atom.pos, atom.occ, atom.b_iso = (gemmi.Position(x, y, z), float(occ[m, i]),
+                                              float(b[m, i]))
             res.add_atom(atom)
             ch.add_residue(res)
         st.add_model(model)

@@ -311,6 +311,47 @@ class ImageSource:
         return state
 
 
+class CroppedImageSource:
+    """Images of another source Fourier-cropped to ``box`` pixels when read
+    (``core.downsample.fourier_crop_images``): the particles of a set seen
+    at a coarser pixel size (``core.particles.at_box``).  Only the images
+    read are cropped; nothing is kept in memory.  Pickles as its source."""
+
+    def __init__(self, source, box):
+        self.source = source
+        self.box = int(box)
+        src_box = int(source.box)
+        if self.box > src_box or self.box % 2 or self.box < 2:
+            raise ValueError('Cannot crop %d-px particles to %d px: the training box must '
+                             'be even and at most the particle box.' % (src_box, self.box))
+        self.source_box = src_box
+
+    def __len__(self):
+        return len(self.source)
+
+    @property
+    def shape(self):
+        return (len(self), self.box, self.box)
+
+    def __getitem__(self, idx):
+        from ..downsample import fourier_crop_images
+        imgs = self.source[idx]
+        if self.box == self.source_box:
+            return imgs
+        return fourier_crop_images(imgs, self.box)
+
+    def subset(self, indices):
+        return CroppedImageSource(self.source.subset(indices), self.box)
+
+    def check(self):
+        if hasattr(self.source, 'check'):
+            self.source.check()
+        return self
+
+    def single_stack(self):
+        return None
+
+
 class ArrayImageSource:
     """In-memory images (or an ``np.memmap``) with the ``ImageSource`` interface."""
 

@@ -200,6 +200,22 @@ def star_pixel_size(parts, path):
     return _pixel_size(parts, os.fspath(path))
 
 
+def _compact(meta):
+    """``meta`` with its repeated text columns (micrograph names, ...) as
+    pandas categories: a small integer per particle instead of a Python
+    string, so that the columns kept for the output files stay small in
+    memory for 10^6 particles.  Values (and their text when written) are
+    unchanged."""
+    import pandas as pd
+    for c in meta.columns:
+        col = meta[c]
+        text = col.dtype == object or (pd.api.types.is_string_dtype(col.dtype) and
+                                       not isinstance(col.dtype, pd.CategoricalDtype))
+        if text and col.nunique(dropna=False) <= len(col) // 2:
+            meta[c] = col.astype('category')
+    return meta
+
+
 def read_star(path, apix=None, root=None):
     """RELION 3.0 or 3.1+ particle .star -> the fields of a particle set.
 
@@ -255,7 +271,7 @@ def read_star(path, apix=None, root=None):
         ctf = np.stack(cols, axis=1)
 
     keep = [c for c in parts.columns if c not in CONSUMED]
-    meta = parts[keep].reset_index(drop=True) if keep else None
+    meta = _compact(parts[keep].reset_index(drop=True)) if keep else None
     return dict(images=images, apix=float(apix), euler=euler, shifts=shifts, ctf=ctf,
                 metadata=meta, source=path)
 

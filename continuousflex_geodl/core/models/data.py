@@ -95,7 +95,7 @@ def check_settings(cfg):
     integer('batch_size', 1, 'the batch size must be an integer >= 1 (e.g. 32)')
     if num('lr') <= 0:
         raise _bad('lr', cfg['lr'], 'the learning rate must be > 0 (e.g. 2e-3)')
-    for key in ('beta', 'w_knn', 'w_sinkhorn'):
+    for key in ('beta', 'w_knn', 'w_sinkhorn', 'w_amplitudes'):
         if key in cfg and num(key) < 0:
             raise _bad(key, cfg[key], 'loss weights must be >= 0')
     if cfg.get('prior') == 'gmm' and 'gmm_components' in cfg:
@@ -121,16 +121,20 @@ def read_images(pset, idx):
     return out
 
 
-def make_batch(pset, idx, model, device='cpu'):
-    """Dict of tensors for the particles ``idx`` (see module docstring)."""
+def make_batch(pset, idx, model, device='cpu', images=None):
+    """Dict of tensors for the particles ``idx`` (see module docstring).
+
+    ``images``: the particles' images (B, D, D) float32 (numpy or a CPU
+    tensor) when already read, e.g. ahead in the background
+    (``core.training.loader``); by default they are read here."""
     idx = np.asarray(idx, dtype=np.int64)
-    imgs = read_images(pset, idx)
-    finite = np.isfinite(imgs).all(axis=(1, 2))
-    if not finite.all():
+    imgs = torch.as_tensor(read_images(pset, idx) if images is None else images)
+    finite = torch.isfinite(imgs).flatten(1).all(1)
+    if not bool(finite.all()):
         raise ValueError('Particle %d contains NaN or Inf pixels: remove it from the set '
                          '(or re-extract the particles) and run again.'
-                         % (int(idx[np.nonzero(~finite)[0][0]]) + 1))
-    imgs = torch.as_tensor(imgs, device=device)
+                         % (int(idx[int(torch.nonzero(~finite)[0, 0])]) + 1))
+    imgs = imgs.to(device=device, dtype=torch.float32, non_blocking=True)
     if imgs.shape[-1] != model.box:
         raise ValueError('Particle box %d px differs from the model box %d px: '
                          'use particles with the same box and pixel size as the '

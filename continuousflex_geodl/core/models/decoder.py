@@ -26,6 +26,16 @@ reference cloud:
 5. a fixed Gaussian smoothing of the displacement field over the graph
    (no tearing at the scale of the neighbourhood).
 
+``AmplitudeHead`` (``learn_amplitudes``, compositional heterogeneity) adds a
+per-pseudo-atom amplitude in [0, 1] that depends on z: ``a_j(z) =
+sigmoid(b0 + sum_r phi_r(h_j) psi_r(z))``, a low-rank product of fields on
+the decoder's point features ``h`` (smoothed over the graph like the
+displacements, so that neighbouring atoms fade together) and an MLP of z.
+``psi``'s last layer is zero-initialised, so every atom starts at
+``sigmoid(b0) = AMPLITUDE_INIT`` (0.982) for every z; the renderer
+multiplies each Gaussian's weight by ``a_j(z)``.  ``PointDecoder.forward_all``
+returns it as a third output.
+
 ``ModeDecoder`` restricts displacements to an elastic-network normal-mode
 basis of the reference (DeepHEMNMA bridge): ``d = sum_m c_m(z) v_m`` with
 ``c = MLP(z)``.
@@ -115,12 +125,40 @@ class _GraphMixin:
         return d
 
 
+#: logit of every learned amplitude at initialisation: sigmoid(4) = 0.982
+AMPLITUDE_LOGIT0 = 4.0
+AMPLITUDE_INIT = 1.0 / (1.0 + math.exp(-AMPLITUDE_LOGIT0))
+
+
+class AmplitudeHead(nn.Module):
+    """Per-atom amplitudes in [0, 1] from point features h (N, H) and z (B, K):
+    ``sigmoid(AMPLITUDE_LOGIT0 + smooth(phi(h)) @ psi(z))`` (module docstring)."""
+
+    def __init__(self, width, zdim, rank=8):
+        super().__init__()
+        self.rank = int(rank)
+        self.fields = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                    nn.Linear(width, self.rank))
+        self.coef = nn.Sequential(nn.Linear(int(zdim), width), nn.SiLU(),
+                                  nn.Linear(width, width), nn.SiLU(),
+                                  nn.Linear(width, self.rank))
+        nn.init.zeros_(self.coef[-1].weight)
+        nn.init.zeros_(self.coef[-1].bias)
+
+    def forward(self, h, z, smooth=None):
+        phi = self.fields(h)  # (N, R)
+        if smooth is not None:
+            phi = smooth(phi.unsqueeze(0))[0]
+        logit = AMPLITUDE_LOGIT0 + self.coef(z) @ phi.t()  # (B, N)
+        return torch.sigmoid(logit)
+
+
 class PointDecoder(nn.Module, _GraphMixin):
     """Free-form point-network decoder (see module docstring)."""
 
     def __init__(self, reference, zdim, width=64, n_conv=2, k=16, n_freq=3,
                  amplitudes=False, smooth_steps=1, conditioning='segments', rank=32,
-                 n_segments=16, seed=0):
+                 n_segments=16, seed=0, learn_amplitudes=False):
         super().__init__()
         if conditioning not in ('film', 'lowrank', 'segments'):
             raise ValueError("Unknown decoder conditioning '%s': use 'segments', 'lowrank' "
@@ -180,6 +218,11 @@ class PointDecoder(nn.Module, _GraphMixin):
             nn.init.zeros_(self.coef[-1].bias)
         else:
             self.rank = 0
+        self.amplitude_head = None
+        if learn_amplitudes:  # own random stream: the other weights stay as without it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed) + 7919)
+                self.amplitude_head = AmplitudeHead(width, self.zdim)
 
     def point_features(self):
         h = self.embed(fourier_features(self.xn, self.n_freq))
@@ -190,7 +233,18 @@ class PointDecoder(nn.Module, _GraphMixin):
         return h  # (N, H)
 
     def forward(self, z):
+        """(displacements (B, N, 3), log amplitude change (B, N) or None)."""
+        return self.forward_all(z)[:2]
+
+    def forward_all(self, z):
+        """``forward`` plus the learned amplitudes in [0, 1] (B, N), or None
+        without ``learn_amplitudes``."""
         h = self.point_features()
+        disp, log_amp = self._displacements(h, z)
+        amp = None if self.amplitude_head is None else self.amplitude_head(h, z, self.smooth)
+        return disp, log_amp, amp
+
+    def _displacements(self, h, z):
         if self.conditioning == 'film':
             g, b = self.zmap(z).chunk(2, dim=-1)  # (B, H) each
             u = h.unsqueeze(0) * (1 + g.unsqueeze(1)) + b.unsqueeze(1)

@@ -85,6 +85,9 @@ class FlexModel(nn.Module):
         self.zdim = zdim
         # decoder
         if cfg['decoder'] == 'nma':
+            if cfg.get('learn_amplitudes'):
+                raise ValueError("learn_amplitudes needs the free-form decoder (decoder "
+                                 "'free'), not normal modes.")
             if dec_modes is None:
                 raise ValueError("decoder='nma' needs normal modes of the reference.")
             self.decoder = ModeDecoder(dec_modes, zdim, width=cfg['dec_width'])
@@ -95,7 +98,8 @@ class FlexModel(nn.Module):
                                         smooth_steps=cfg['dec_smooth'],
                                         conditioning=cfg['dec_conditioning'],
                                         rank=cfg['dec_rank'],
-                                        n_segments=cfg['dec_segments'], seed=cfg['seed'])
+                                        n_segments=cfg['dec_segments'], seed=cfg['seed'],
+                                        learn_amplitudes=bool(cfg.get('learn_amplitudes')))
         else:
             raise ValueError("Unknown decoder '%s': use 'free' or 'nma'." % cfg['decoder'])
         # encoder
@@ -135,11 +139,29 @@ class FlexModel(nn.Module):
         return self.apix * self.box / self.enc_box
 
     def decode(self, z):
-        """Deformed clouds for latents z (B, K): positions (B, N, 3), amplitudes."""
-        disp, log_amp = self.decoder(z)
+        """Deformed clouds for latents z (B, K): positions (B, N, 3), amplitudes
+        (N,), or (B, N) when they depend on z (``dec_amplitudes``, or
+        ``learn_amplitudes``: the reference's times the learned ones of
+        ``decode_all``)."""
+        pos, amp, _ = self.decode_all(z)
+        return pos, amp
+
+    def decode_all(self, z):
+        """``decode`` plus the learned amplitudes in [0, 1] (B, N) (None without
+        ``learn_amplitudes``)."""
+        if hasattr(self.decoder, 'forward_all'):
+            disp, log_amp, learned = self.decoder.forward_all(z)
+        else:
+            (disp, log_amp), learned = self.decoder(z), None
         pos = self.ref_pos.unsqueeze(0) + disp
         amp = self.ref_amp if log_amp is None else self.ref_amp * torch.exp(log_amp)
-        return pos, amp
+        if learned is not None:
+            amp = amp * learned
+        return pos, amp, learned
+
+    @property
+    def learns_amplitudes(self):
+        return getattr(self.decoder, 'amplitude_head', None) is not None
 
     def poses(self, batch):
         """Rotations and shifts, with the learned corrections when enabled."""

@@ -46,9 +46,11 @@ class ReferenceCloud:
             raise ValueError("Reference output must end in .npz or .pdb: '%s'" % path)
 
 
-def write_pdb_positions(path, positions, amplitudes=None):
-    """Multi-model PDB of (M, N, 3) pseudo-atom positions (core.io.pdb)."""
-    write_pdb(path, np.asarray(positions, dtype=np.float32), amplitudes=amplitudes)
+def write_pdb_positions(path, positions, amplitudes=None, occupancies=None):
+    """Multi-model PDB of (M, N, 3) pseudo-atom positions (core.io.pdb);
+    amplitudes / occupancies (N,) or (M, N)."""
+    write_pdb(path, np.asarray(positions, dtype=np.float32), amplitudes=amplitudes,
+              occupancies=occupancies)
 
 
 def _cloud(positions, masses, sigma):

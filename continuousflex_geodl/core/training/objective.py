@@ -1,5 +1,6 @@
 """The training objective of one mini-batch, as a module (so that DDP can
-wrap it): per-particle data term, latent rate, kNN strain, pose penalty, and
+wrap it): per-particle data term, latent rate, kNN strain, pose penalty,
+the penalty on learned amplitudes below 1 (``learn_amplitudes``), and
 the Sinkhorn divergence of a few deformed clouds to the reference."""
 import torch
 import torch.nn as nn
@@ -11,7 +12,7 @@ from ..models import imaging
 class LossModule(nn.Module):
     """Terms of the loss for a batch: ``forward(batch, noise, ot_local,
     ot_gens)`` returns a dict of per-particle ``data``, ``rate``, ``strain``
-    (and ``pose``) tensors, and ``ot`` (stacked Sinkhorn divergences of the
+    (and ``pose``, ``amplitude``) tensors, and ``ot`` (stacked Sinkhorn divergences of the
     latents at positions ``ot_local``, or None)."""
 
     def __init__(self, model, train_cfg):
@@ -35,7 +36,7 @@ class LossModule(nn.Module):
         else:
             z = m.prior.perturb(mu, noise=noise)
             rate = m.prior.rate(z)
-        pos, amp = m.decode(z)
+        pos, amp, learned = m.decode_all(z)
         R, t = m.poses(batch)
         Fh = m.render(pos, amp, R, t, batch['ctf_loss'])
         mask = self.mask if self.use_mask else None
@@ -48,6 +49,8 @@ class LossModule(nn.Module):
         out = dict(data=data, rate=rate, strain=strain)
         if m.pose is not None:
             out['pose'] = m.pose.penalty(batch['idx_t'])
+        if learned is not None:  # learned amplitudes below 1 cost w sum_j a0_j (1 - a_j)
+            out['amplitude'] = cfg['w_amplitudes'] * ((1.0 - learned) * m.ref_amp).sum(-1)
         ot = []
         for j, g in zip(ot_local, ot_gens):
             ot.append(losses.sinkhorn(pos[j], m.ref_pos, blur=cfg['sinkhorn_blur'],

@@ -9,9 +9,12 @@ Determinism: the model is initialised from ``seed``; every random draw of an
 epoch (particle order, latent noise, Sinkhorn subsamples) comes from
 generators seeded by (seed, epoch, step) (``schedule.seeded``), so a run
 resumed from a checkpoint reproduces the uninterrupted run exactly.  Images
-are read batch by batch from the (memory-mapped) stack: memory does not grow
-with the number of particles (apart from the optional 5 floats per particle
-of pose corrections).
+are read batch by batch from the (memory-mapped) stacks, a few batches ahead
+in the background (``loader``), and Fourier-cropped to ``train_box`` when it
+is set (``core.particles.at_box``; the model then works at the coarser pixel
+size): memory does not grow with the number of particles (apart from the
+poses and CTF parameters, about 100 bytes per particle, and the optional 5
+floats per particle of pose corrections).
 
 Distributed data parallel: see ``distributed``; P processes follow the same
 trajectory as one process at equal global batch.
@@ -29,19 +32,22 @@ from ..geometry import euler_to_matrix, matrix_to_euler
 from ..losses import sinkhorn
 from ..models.data import check_particles, check_settings, make_batch
 from ..models.flexmodel import build_model
+from ..particles import at_box
 from ..settings import settings_only
 from .calibration import calibrate
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import default_settings, split_settings
 from .distributed import Dist
 from .feature_cache import FeatureCache
+from .loader import BatchReader, default_workers
 from .objective import make_loss_module
 from .schedule import lr_at, seeded
 
 logger = logging.getLogger(__name__)
 
 #: settings a resumed run may change (the others are those of the checkpoint)
-CHANGEABLE_ON_RESUME = ('epochs', 'time_limit', 'threads', 'device', 'log_every')
+CHANGEABLE_ON_RESUME = ('epochs', 'time_limit', 'threads', 'device', 'log_every',
+                        'data_workers')
 
 #: per-step sums of an epoch: data, rate, strain, Sinkhorn, Sinkhorn count, particles
 _DATA, _RATE, _STRAIN, _OT, _N_OT, _N = range(6)
@@ -94,6 +100,19 @@ def _resume_point(md, pset, resume, settings):
     return load_checkpoint(md.path), saved
 
 
+def _train_box(value, particle_box):
+    """The training box of setting ``train_box`` (None: the particle box);
+    ValueError for a box the particles cannot be cropped to."""
+    if value is None or int(value) == 0:
+        return None
+    b = int(value)
+    if b != value or b < 8 or b % 2 or b > int(particle_box):
+        raise ValueError('Invalid train_box = %r: an even box of at least 8 px and at most '
+                         'the particle box (%d px) is expected (the particles are '
+                         'Fourier-cropped to it).' % (value, int(particle_box)))
+    return b
+
+
 def _fmt_time(s):
     s = int(max(0, s))
     return '%d:%02d:%02d' % (s // 3600, (s % 3600) // 60, s % 60)
@@ -103,7 +122,12 @@ class Trainer:
     """One training run: ``build`` (model, calibration, optimiser) then ``fit``."""
 
     def __init__(self, md, pset, reference, settings, state, require_ctf):
-        self.md, self.pset, self.state = md, pset, state
+        self.md, self.state = md, state
+        # the particles as the model sees them: Fourier-cropped to the training
+        # box when one is set (``train_box``); the full set for the output star
+        self.pset_full = pset
+        self.train_box = _train_box(settings.get('train_box'), pset.box)
+        self.pset = at_box(pset, self.train_box)
         self.positions, self.amplitudes, sigma = reference
         self.model_cfg, self.train_cfg = self._full_settings(settings, sigma, require_ctf)
         self.device, self.dist = self._devices()
@@ -119,19 +143,16 @@ class Trainer:
         full['n_particles'] = len(self.pset)
         full['box'] = int(self.pset.box)
         full['apix'] = float(self.pset.apix)
+        full['particle_box'] = int(self.pset_full.box)
+        full['train_box'] = self.train_box
         full['sigma'] = float(sigma)
         check_settings(full)
         return split_settings(full)
 
     def _devices(self):
-        device = runtime.resolve_device(self.train_cfg['device'])
-        dist = Dist(self.train_cfg['device'])
-        dist.device = device
-        if device.type == 'cuda' and dist.world > 1:
-            device = torch.device('cuda', dist.local_rank)
-            torch.cuda.set_device(device)
-            dist.device = device
-        return device, dist
+        # several processes on CUDA: each on GPU LOCAL_RANK (Dist pins it)
+        dist = Dist(runtime.resolve_device(self.train_cfg['device']))
+        return dist.device, dist
 
     def _check_inputs(self):
         check_particles(self.pset, need_poses=True, need_ctf=bool(self.model_cfg['ctf']))
@@ -168,12 +189,19 @@ class Trainer:
         cfg = self.train_cfg
         self.lossmod = make_loss_module(self.model, cfg, self.device)
         self.cache = FeatureCache(self.md, len(self.pset), self.model, self.dist.rank,
-                                  fresh=self.state is None) if cfg['cache_features'] else None
+                                  fresh=self.state is None, dist=self.dist) \
+            if cfg['cache_features'] else None
         # one-time work before the first epoch, so that every epoch runs at the
         # same speed: the cached encoder inputs, and the KeOps/GeomLoss imports
         # of the first Sinkhorn term (seconds)
+        if self.train_box is not None:
+            self.log('training at %d px (%.4g A/px): the %d-px particles are Fourier-cropped '
+                     'when read' % (self.pset.box, self.pset.apix, self.pset_full.box))
+        workers = cfg.get('data_workers')
+        self.reader = BatchReader(self.pset, default_workers(self.device) if workers is None
+                                  else workers, pin_memory=self.device.type == 'cuda')
         if self.cache is not None:
-            self.cache.fill(self.pset, self.device, log=self.log)
+            self.cache.fill(self.pset, self.device, log=self.log, reader=self.reader)
         if cfg['w_sinkhorn'] > 0:
             sinkhorn(self.model.ref_pos[:4], self.model.ref_pos[:4])
         self.net = self.dist.wrap(self.lossmod, self.device)
@@ -252,13 +280,16 @@ class Trainer:
     def _epoch(self, epoch):
         """One pass over the particles; appends the epoch record to the
         history and returns the epoch's wall time (s)."""
-        t_epoch = time.time()
+        t_epoch, cpu_epoch = time.time(), time.process_time()
         perm = torch.randperm(len(self.pset), generator=seeded(self.seed, 1, epoch)).numpy()
         sums = np.zeros(6)
-        for step in range(self.steps_per_epoch):
+        # this process's particles of every step, read ahead in the background
+        local = [self._local_indices(perm, step) for step in range(self.steps_per_epoch)]
+        self.t_epoch = t_epoch
+        for step, (_, images) in enumerate(self.reader.batches(local)):
             gstep = epoch * self.steps_per_epoch + step
             self._set_learning_rates(gstep)
-            out, loss, n_local, n_ot_local = self._step(perm, epoch, step, gstep)
+            out, loss, n_local, n_ot_local = self._step(perm, epoch, step, gstep, images)
             sums += [float(out['data'].detach().sum()), float(out['rate'].detach().sum()),
                      float(out['strain'].detach().sum()),
                      float(out['ot'].detach().sum()) if out['ot'] is not None else 0.0,
@@ -268,7 +299,8 @@ class Trainer:
                 self._log_step(epoch, step, gstep, loss, out)
         tot = self.dist.all_sum(sums.tolist())
         seconds = time.time() - t_epoch
-        self.history.append(self._epoch_record(epoch, tot, seconds))
+        self.history.append(self._epoch_record(epoch, tot, seconds,
+                                               time.process_time() - cpu_epoch))
         return seconds
 
     def _set_learning_rates(self, gstep):
@@ -301,21 +333,28 @@ class Trainer:
                     ot_gens.append(seeded(self.seed, 3, epoch, step, p))
         return noise, ot_local, ot_gens, n_ot
 
-    def _step(self, perm, epoch, step, gstep):
-        """One optimiser step on global batch ``step`` of ``perm``:
-        (loss terms, total loss, local particles, local Sinkhorn terms)."""
+    def _local_indices(self, perm, step):
+        """This process's particles of global batch ``step`` of ``perm``."""
+        B, W = self.batch, self.dist.world
+        return perm[step * B:(step + 1) * B][np.arange(self.dist.rank, B, W)]
+
+    def _step(self, perm, epoch, step, gstep, images=None):
+        """One optimiser step on global batch ``step`` of ``perm`` (``images``:
+        those of its local particles when already read): (loss terms, total
+        loss, local particles, local Sinkhorn terms)."""
         B, W, cfg = self.batch, self.dist.world, self.train_cfg
-        gidx = perm[step * B:(step + 1) * B]
         local_pos = np.arange(self.dist.rank, B, W)
-        idx = gidx[local_pos]
+        idx = self._local_indices(perm, step)
         noise, ot_local, ot_gens, n_ot = self._step_randomness(epoch, step, gstep, local_pos)
-        batch = make_batch(self.pset, idx, self.model, self.device)
+        batch = make_batch(self.pset, idx, self.model, self.device, images=images)
         batch['enc_inputs'] = self.cache.inputs(batch) if self.cache is not None \
             else self.model.encoder_inputs(batch)
         out = self.net(batch, noise, ot_local, ot_gens)
         per = out['data'] + cfg['beta'] * out['rate'] + cfg['w_knn'] * out['strain']
         if 'pose' in out:
             per = per + out['pose']
+        if 'amplitude' in out:
+            per = per + out['amplitude']
         loss = per.mean()
         if out['ot'] is not None:
             loss = loss + cfg['w_sinkhorn'] * out['ot'].sum() * (W / n_ot)
@@ -325,19 +364,25 @@ class Trainer:
         return out, loss, len(idx), len(ot_local)
 
     def _log_step(self, epoch, step, gstep, loss, out):
+        """Progress line: loss terms, speed of this epoch so far, and the time
+        left in the epoch and in the whole run at that speed."""
         B = self.batch
-        done = (epoch - self.start_epoch) * self.steps_per_epoch + step + 1
-        el = time.time() - self.t_start
-        ips = done * B / max(el, 1e-9)
+        el = time.time() - self.t_epoch
+        ips = (step + 1) * B / max(el, 1e-9)
+        epoch_left = (self.steps_per_epoch - step - 1) * B / max(ips, 1e-9)
         remain = (self.total_steps - gstep - 1) * B / max(ips, 1e-9)
         self.log('epoch %d/%d step %d/%d loss %.4f (data %.2f rate %.3f strain %.4f) '
-                 '%.1f images/s ETA %s' % (
+                 '%.1f images/s | epoch ETA %s, total ETA %s' % (
                      epoch + 1, self.epochs, step + 1, self.steps_per_epoch, loss.item(),
                      out['data'].mean().item(), out['rate'].mean().item(),
-                     out['strain'].mean().item(), ips, _fmt_time(remain)))
+                     out['strain'].mean().item(), ips, _fmt_time(epoch_left),
+                     _fmt_time(remain)))
 
-    def _epoch_record(self, epoch, tot, seconds):
-        """history.json record of an epoch from the summed per-step terms."""
+    def _epoch_record(self, epoch, tot, seconds, cpu_seconds=None):
+        """history.json record of an epoch from the summed per-step terms
+        (``cpu_seconds``: CPU time of this process during the epoch, all its
+        threads: unlike the wall time, barely changed by other work on the
+        machine)."""
         cfg, model = self.train_cfg, self.model
         cnt = max(tot[_N], 1.0)
         return dict(epoch=epoch + 1, data=tot[_DATA] / cnt, rate=tot[_RATE] / cnt,
@@ -345,7 +390,8 @@ class Trainer:
                     loss=(tot[_DATA] + cfg['beta'] * tot[_RATE] + cfg['w_knn'] * tot[_STRAIN])
                     / cnt,
                     images_per_s=self.steps_per_epoch * self.batch / max(seconds, 1e-9),
-                    seconds=seconds, scale=model.log_scale.exp().item(),
+                    seconds=seconds, cpu_seconds=cpu_seconds,
+                    scale=model.log_scale.exp().item(),
                     sigma=model.sigma.item())
 
     def _end_of_epoch(self, epoch):
@@ -367,7 +413,8 @@ class Trainer:
         """True when the next epoch would pass the time limit."""
         tl = self.train_cfg['time_limit']
         if tl and epoch + 1 < self.epochs:
-            if (time.time() - self.t_start + seconds) / 60.0 > float(tl):
+            # rank 0's clock decides for every process (they must stop together)
+            if self.dist.agree((time.time() - self.t_start + seconds) / 60.0 > float(tl)):
                 self.log('time limit (%.1f min) reached after epoch %d: stopping.'
                          % (float(tl), epoch + 1))
                 return True
@@ -384,7 +431,7 @@ class Trainer:
         if self.dist.main:
             self.md.write_weights(self.model.state_dict())
             if self.model.pose is not None:
-                write_refined_poses(self.model, self.pset, self.md)
+                write_refined_poses(self.model, self.pset_full, self.md)
             self.md.write_history(self.history)
         self.dist.barrier()
         self._close()

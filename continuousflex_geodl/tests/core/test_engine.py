@@ -153,17 +153,21 @@ d = np.load(sys.argv[1])
 parts = ToyParticles(d['images'], float(d['apix']), d['euler'], d['shifts'], d['ctf'])
 settings = json.loads(sys.argv[3])
 engine.train(parts, (d['ref'], d['amp'], float(d['sigma'])), sys.argv[2], **settings)
+import os
+open(sys.argv[2] + '.rank' + os.environ.get('RANK', '0'), 'w').close()
 '''
 
 
-# torchrun + 2 gloo processes (about 10 s on a quiet 2-core machine).  Before the
+# torchrun + 2 gloo processes, launched twice (interrupted, resumed), and one
+# process: about 60 s on a busy 2-core machine (teardown history below).  Before the
 # fix, 1 run in 6 aborted at exit after training ('terminate called without an
 # active exception', gloo teardown).  Teardown now releases the DDP wrapper (it
 # holds the process group), collects cycles, waits at a barrier and destroys the
 # group before the interpreter finalises (Trainer._close, Dist.close): 10 of 10
 # runs under load and then 20 of 20 on a quiet machine passed.
 def test_ddp_two_processes_match_one(toy, tmp_path):
-    """torchrun, 2 gloo processes at equal global batch = 1 process."""
+    """torchrun, 2 gloo processes at equal global batch = 1 process; the 2
+    processes are interrupted after epoch 1 and resumed (as ``--resume``)."""
     parts, ref = toy
     data = str(tmp_path / 'toy.npz')
     np.savez(data, images=parts.images, apix=parts.apix, euler=parts.euler,
@@ -176,12 +180,20 @@ def test_ddp_two_processes_match_one(toy, tmp_path):
     one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
     subprocess.run([sys.executable, runner, data, one, settings], check=True, env=env,
                    timeout=300)
-    subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                    '--nproc_per_node', '2', runner, data, two, settings],
+    from continuousflex_geodl.core.launch import launch_command
+    first = json.dumps(dict(TINY, epochs=2, stop_after=1))
+    subprocess.run(launch_command(2, target=[runner, data, two, first]),
                    check=True, env=env, timeout=300)
-    # two ranks really ran (each keeps its own encoder-input cache)
-    assert os.path.exists(os.path.join(two, 'cache', 'encoder_done.rank1.npy'))
-    assert not os.path.exists(os.path.join(one, 'cache', 'encoder_done.rank1.npy'))
+    assert len(json.load(open(os.path.join(two, 'history.json')))) == 1
+    assert not os.path.exists(os.path.join(two, 'weights.pt'))
+    resume = json.dumps(dict(TINY, epochs=2, resume=True))
+    subprocess.run(launch_command(2, target=[runner, data, two, resume]),
+                   check=True, env=env, timeout=300)
+    # two ranks really ran, and shared one encoder-input cache (each computed
+    # its share of the particles; every particle is in it)
+    assert os.path.exists(two + '.rank1') and not os.path.exists(one + '.rank1')
+    assert not os.path.exists(os.path.join(two, 'cache', 'encoder_done.rank1.npy'))
+    assert np.load(os.path.join(two, 'cache', 'encoder_done.rank0.npy')).all()
     h1 = json.load(open(os.path.join(one, 'history.json')))
     h2 = json.load(open(os.path.join(two, 'history.json')))
     for a, b in zip(h1, h2):

@@ -280,9 +280,10 @@ FORM_SETTINGS = {
     'GeoDLProtTrain': dict(
         zdim=(M, 'zdim'), prior=(M, 'prior'), nmaModes=(M, 'nma_modes'),
         nAtoms=(R, 'n_atoms'), refinePoses=(M, 'refine_poses'),
+        learnAmplitudes=(M, 'learn_amplitudes'),
         encoderInputs=(M, 'encoder_inputs'), epochs=(T, 'epochs'),
         batchSize=(T, 'batch_size'), learningRate=(T, 'lr'), beta=(T, 'beta'),
-        timeLimit=(T, 'time_limit'), seed=(M, 'seed')),
+        timeLimit=(T, 'time_limit'), seed=(M, 'seed'), trainBox=(T, 'train_box')),
     'GeoDLProtPredict': dict(refineSteps=(I, 'refine_steps'), batchSize=(I, 'batch_size')),
     'GeoDLProtSimulate': dict(
         nParticles=(SIM, 'n_particles'), box=(SIM, 'box'), apix=(SIM, 'apix'),
@@ -299,6 +300,13 @@ FORM_SETTINGS = {
         angularStep=(S.PoseSettings, 'angular_step'), finalStep=(S.PoseSettings, 'final_step'),
         candidates=(S.PoseSettings, 'candidates'), maxShift=(S.PoseSettings, 'max_shift'),
         resolution=(S.PoseSettings, 'resolution'), nAtoms=(R, 'n_atoms')),
+    'GeoDLProtValidate': dict(
+        zdim=(M, 'zdim'), prior=(M, 'prior'), nmaModes=(M, 'nma_modes'), nAtoms=(R, 'n_atoms'),
+        epochs=(T, 'epochs'), batchSize=(T, 'batch_size'), learningRate=(T, 'lr'),
+        beta=(T, 'beta'), seed=(M, 'seed'), splitSeed=(S.ValidateSettings, 'split_seed'),
+        align=(S.ValidateSettings, 'align'), pathPoints=(S.ValidateSettings, 'path_points'),
+        refineSteps=(I, 'refine_steps'), nStates=(L, 'n_states'), bootstrap=(L, 'bootstrap'),
+        feBootstrap=(L, 'fe_bootstrap')),
 }
 #: form parameters that are not settings (inputs, GUI-only choices)
 FORM_NOT_SETTINGS = {

@@ -223,7 +223,7 @@ def test_multi_gpu_training_runs_data_parallel(tmp_path):
     prot = GeoDLProtTrain(useGpu=True, gpuList='0,1')
     assert prot._getDevice() == 'cuda' and prot._nproc() == 2
     prog = Plugin.getProgram(prot._nproc())
-    assert '-m torch.distributed.run' in prog and '--nproc_per_node 2' in prog
+    assert '-m torch.distributed.run' in prog and '--nproc-per-node 2' in prog
     assert prog.endswith('-m continuousflex_geodl')
     assert Plugin.getEnviron(gpus=prot.getGpuList())['CUDA_VISIBLE_DEVICES'] == '0,1'
     cpu = GeoDLProtTrain(useGpu=False, gpuList='0,1')
@@ -234,6 +234,111 @@ def test_multi_gpu_training_runs_data_parallel(tmp_path):
     launcher = prog.split('-m torch.distributed.run', 1)[1].rsplit('-m continuousflex_geodl', 1)[0]
     ns = get_args_parser().parse_args(launcher.split() + ['-m', 'x'])
     assert ns.standalone and ns.nproc_per_node == '2' and ns.module
+
+
+def _torchrun_args(program):
+    """torchrun's own parse of the launcher options of ``program``."""
+    from torch.distributed.run import get_args_parser
+    launcher = program.split('-m torch.distributed.run', 1)[1].rsplit('-m continuousflex_geodl',
+                                                                     1)[0]
+    return get_args_parser().parse_args(launcher.split() + ['-m', 'x'])
+
+
+def test_train_launch_maps_the_gpu_list_to_processes_and_machines(tmp_path):
+    """One torchrun process per listed GPU; in a queue job of several
+    machines (SLURM allocation), srun starts it on each with a c10d
+    rendezvous on this machine; on the CPU, one process."""
+    from continuousflex_geodl import Plugin
+    for gpus, n in (('0', 1), ('1,3', 2), ('0-3', 4)):
+        prot = GeoDLProtTrain(useGpu=True, gpuList=gpus)
+        prog = prot._trainProgram(environ={'SLURM_JOB_NUM_NODES': '2'})
+        assert prog == Plugin.getProgram(n)  # not a queue job: this machine only
+        if n == 1:
+            assert 'torch.distributed.run' not in prog
+        else:
+            ns = _torchrun_args(prog)
+            assert ns.standalone and ns.nproc_per_node == str(n) and ns.nnodes == '1'
+    prot = GeoDLProtTrain(useGpu=True, gpuList='0,1,2,3', numberOfThreads=10)
+    assert prot._getThreads() == 2  # the machine's cores shared by its 4 processes
+    prot.useQueueForProtocol = lambda: True
+    slurm = {'SLURM_JOB_NUM_NODES': '3', 'SLURM_JOB_ID': '4242'}
+    prog = prot._trainProgram(environ=slurm, host='gpu07', port=29611)
+    assert prog.startswith('srun --nodes=3 --ntasks-per-node=1 ')
+    ns = _torchrun_args(prog)
+    assert (ns.nnodes, ns.nproc_per_node, ns.rdzv_backend, ns.rdzv_endpoint, ns.rdzv_id) == \
+        ('3', '4', 'c10d', 'gpu07:29611', '4242') and not ns.standalone
+    # a one-machine queue job, and the CPU: no node launcher
+    assert prot._trainProgram(environ={'SLURM_JOB_NUM_NODES': '1'}) == Plugin.getProgram(4)
+    cpu = GeoDLProtTrain(useGpu=False, gpuList='0,1')
+    cpu.useQueueForProtocol = lambda: True
+    assert cpu._trainProgram(environ=slurm) == Plugin.getProgram(1)
+    assert 'torch.distributed.run' not in Plugin.getProgram(1)
+
+
+def test_train_runs_on_the_gpus_the_executor_assigns(tmp_path):
+    """Through a queue Scipion renumbers the GPUs (the job sees its own):
+    CUDA_VISIBLE_DEVICES comes from the steps executor, else from the form."""
+    from pyworkflow.protocol.executor import StepExecutor
+    prot = GeoDLProtTrain(useGpu=True, gpuList='2,3')
+    assert prot._getRunGpus() == [2, 3]
+    prot.setStepsExecutor(StepExecutor(None, gpuList=[0, 1]))
+    assert prot._getRunGpus() == [0, 1]
+    ran = {}
+    prot.runJob = lambda program, arguments, **kw: ran.update(program=program, **kw)
+    prot._runCli('train', ['--epochs', 1], program='PROGRAM')
+    assert ran['program'] == 'PROGRAM' and ran['env']['CUDA_VISIBLE_DEVICES'] == '0,1'
+
+
+def test_readme_hosts_conf_loads_and_asks_slurm_for_the_gpus(tmp_path):
+    """The SLURM hosts.conf of README "GPUs and clusters", read by pyworkflow:
+    one task per machine, the protocol's GPU count and threads per machine."""
+    from pyworkflow.protocol.hosts import HostConfig
+    readme = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'README.rst')
+    text = open(readme).read()
+    lines = []
+    for line in text[text.index('    [localhost]\n'):].splitlines():
+        if line.strip() and not line.startswith('    '):
+            break
+        lines.append(line[4:])
+    conf = tmp_path / 'hosts.conf'
+    conf.write_text('\n'.join(lines).rstrip() + '\n')
+    queue = HostConfig.load(str(conf))['localhost'].queueSystem
+    assert queue.name.get() == 'SLURM' and 'NODES' in [p[0] for p in queue.queues['gpu']]
+    prot = GeoDLProtTrain(useGpu=True, gpuList='0-3', numberOfThreads=8)
+    params = {p[0]: p[1] for p in queue.queues['gpu']}
+    script = queue.submitTemplate.get() % dict(
+        params, NODES='2', JOB_NAME='7', JOB_QUEUE='gpu', JOB_LOGS='/logs/run7',
+        JOB_THREADS=prot.numberOfThreads.get(), GPU_COUNT=len(prot.getGpuList()),
+        JOB_COMMAND='TRAIN')
+    assert script.startswith('#!/bin/bash\n') and script.rstrip().endswith('TRAIN')
+    for opt in ('--nodes=2', '--ntasks-per-node=1', '--gres=gpu:4', '--cpus-per-task=8'):
+        assert '#SBATCH %s\n' % opt in script
+
+
+def test_train_validation_of_the_gpus(tmp_path):
+    import torch
+    from continuousflex_geodl.protocols.protocol_train import torchBuild
+    from continuousflex_geodl import Plugin
+    prot = GeoDLProtTrain(useGpu=True, gpuList='0-3', batchSize=30)
+    prot.inputReference.set(AtomStruct(filename=str(tmp_path / 'ref.pdb')))
+    prot.inputParticles.set(_particles(tmp_path))
+    build = torchBuild(Plugin.getPython())
+    # the build read from torch/version.py is the one torch reports
+    assert (build['version'], build['cuda']) == (torch.__version__, torch.version.cuda)
+    cpu_build = torch.version.cuda is None and torch.version.hip is None
+    errors = ' '.join(prot._validate())
+    assert 'must be a multiple of 4' in errors and 'e.g. 32' in errors
+    assert ('CPU-only build' in errors and 'download.pytorch.org' in errors) == cpu_build
+    prot.batchSize.set(32)
+    prot.gpuList.set('1,1')
+    assert 'more than once' in ' '.join(prot._validate())
+    prot.gpuList.set('0,1')
+    assert [e for e in prot._validate() if 'CPU-only' not in e] == []
+    prot.gpuList.set('')
+    assert any('no GPU id' in e for e in prot._validate())
+    prot.useGpu.set(False)
+    prot.batchSize.set(30)
+    assert prot._validate() == []
 
 
 def test_landscape_and_path_command_lines_parse(tmp_path):
