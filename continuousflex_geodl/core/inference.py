@@ -114,7 +114,7 @@ def decode_positions(model, z, batch_size=64):
     out = []
     with torch.no_grad():
         for s in range(0, len(z), batch_size):
-            zz = torch.as_tensor(z[s:s + batch_size], device=model.ref_pos.device)
+            zz = torch.tensor(z[s:s + batch_size], device=model.ref_pos.device)
             pos, _ = model.decode(zz)
             out.append(pos.cpu().numpy())
     return np.concatenate(out).astype(np.float32)
