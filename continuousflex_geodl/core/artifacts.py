@@ -242,11 +242,44 @@ class ModelDir:
         with np.load(self.refined_poses_path) as f:
             return dict(f)
 
-    def write_refined_poses(self, euler, shifts, delta):
-        """``shifts``: core t (A); stored with ``origin_angst = -t`` (RELION sign)."""
+    def write_refined_poses(self, euler, shifts, delta, inputs=None):
+        """``shifts``: core t (A); stored with ``origin_angst = -t`` (RELION sign).
+        ``inputs``: the training ``ParticleSet``; its input poses and CTF are
+        stored too, so that ``refined_poses_for`` knows the set again."""
         shifts = np.asarray(shifts, dtype=np.float64)
+        extra = {}
+        if inputs is not None:
+            extra = dict(input_box_apix=np.array([inputs.box, inputs.apix], np.float64))
+            for name in ('euler', 'shifts', 'ctf'):
+                if getattr(inputs, name) is not None:
+                    extra['input_' + name] = np.asarray(getattr(inputs, name), np.float64)
         fileio.atomic_savez(self.refined_poses_path, euler=euler, shifts=shifts,
-                            origin_angst=-shifts, delta=delta)
+                            origin_angst=-shifts, delta=delta, **extra)
+
+    def refined_poses_for(self, pset, atol=1e-3):
+        """(euler (N, 3) deg, shifts (N, 2) core t A) learned in training for
+        ``pset`` when it is the training set (same size, box and pixel size,
+        input poses and CTF within ``atol`` deg / A / relative), else None."""
+        if not self.has_refined_poses():
+            return None
+        rp = self.read_refined_poses()
+        if 'input_box_apix' not in rp or len(rp['euler']) != len(pset) or \
+                int(rp['input_box_apix'][0]) != pset.box or \
+                abs(float(rp['input_box_apix'][1]) - pset.apix) > 1e-4 * pset.apix:
+            return None
+        for name in ('euler', 'shifts', 'ctf'):
+            mine, theirs = getattr(pset, name), rp.get('input_' + name)
+            if (mine is None) != (theirs is None):
+                return None
+            if mine is None:
+                continue
+            d = np.abs(np.asarray(mine, np.float64) - theirs)
+            if name == 'euler':
+                d = np.minimum(d, 360.0 - d)
+            tol = atol * (1.0 + np.abs(theirs)) if name == 'ctf' else atol
+            if not np.all(d <= tol):
+                return None
+        return np.asarray(rp['euler'], np.float64), np.asarray(rp['shifts'], np.float64)
 
     @property
     def refined_star_path(self):

@@ -398,6 +398,10 @@ class InferSettings(_Settings):
     refine_lr: float = _f(0.1, "step size of the latent refinement with method='adam' (the "
                           'default Gauss-Newton refinement does not use it)', 'latent units')
     refine_batch_size: int = _f(128, 'largest batch of the latent refinement')
+    ignore_refined_poses: bool = _f(False, 'use the input poses even when the particles are '
+                                    'the training set of a model trained with '
+                                    'refine_poses (by default its learned pose '
+                                    'corrections are used for them)')
     prior_weight: float = _f(1.0, 'weight of the prior in the latent refinement')
 
 

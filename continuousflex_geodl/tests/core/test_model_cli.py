@@ -68,6 +68,21 @@ def test_train_infer_decode_commands(star, tmp_path, capsys):
     z = str(tmp_path / 'z.npy')
     assert cli.main(['infer', '--model', model, '--particles', path, '--out', z]) == 0
     assert np.load(z).shape == (64, 2)
+    # the training particles are inferred with the poses refined in training: the same
+    # encoder latents as from refined_particles.star (a star written to 1e-6 deg / A;
+    # the encoder alone, as the refinement's few steps can amplify such differences);
+    # --ignore-refined-poses uses the input poses
+    assert 'using the poses refined in training' in open(z + '.log').read()
+    zs = {k: str(tmp_path / ('z_%s.npy' % k)) for k in ('train', 'star', 'input')}
+    for k, parts, extra in (('train', path, []),
+                            ('star', os.path.join(model, 'refined_particles.star'), []),
+                            ('input', path, ['--ignore-refined-poses'])):
+        assert cli.main(['infer', '--model', model, '--particles', parts, '--out', zs[k],
+                         '--refine-steps', '0'] + extra) == 0
+    assert 'not the training set' in open(zs['star'] + '.log').read()
+    z_train, z_star, z_input = (np.load(zs[k]) for k in ('train', 'star', 'input'))
+    np.testing.assert_allclose(z_train, z_star, atol=1e-4)
+    assert np.abs(z_input - z_train).max() > 100 * np.abs(z_star - z_train).max()
     vol = str(tmp_path / 'vols')
     assert cli.main(['decode', '--model', model, '--latents', z, '--out', vol,
                      '--rows', '0,5,7']) == 0
