@@ -15,6 +15,9 @@ from pwem.protocols import EMProtocol
 
 from .. import constants as const
 
+#: Scipion ids of the rows of the particles' star file (extra folder)
+PARTICLE_IDS = 'particle_ids.npy'
+
 
 def coreCommandFlags(command):
     """Option strings accepted by ``continuousflex-geodl <command>`` (cheap: the
@@ -103,6 +106,21 @@ class GeoDLProtBase(EMProtocol):
                            convertDir=self._getExtraPath(), requirePoses=requirePoses,
                            requireCtf=True)
         self._convertReference()
+
+    def _writeParticlesWithIds(self):
+        """Write ``inputParticles`` (with poses and CTF) as the star file, and the
+        Scipion ids of its rows (in star order) for ``_readParticleIds``."""
+        import numpy as np
+        from ..convert import writeParticlesStar
+        ids = writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
+                                 convertDir=self._getExtraPath(), requirePoses=True,
+                                 requireCtf=True)
+        np.save(self._getExtraPath(PARTICLE_IDS), np.asarray(ids, dtype=np.int64))
+
+    def _readParticleIds(self):
+        """Scipion ids of the star file's rows, in order (int64 array)."""
+        import numpy as np
+        return np.load(self._getExtraPath(PARTICLE_IDS))
 
     def _particlesAndReferenceArgs(self):
         """``--particles`` and ``--reference`` of the worker command."""

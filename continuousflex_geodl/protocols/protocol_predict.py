@@ -9,7 +9,7 @@ from pwem.objects import SetOfParticlesFlex
 from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
-from ..convert import latentsToParticlesFlex, writeParticlesStar
+from ..convert import latentsToParticlesFlex
 from ..core.settings import InferSettings
 from .protocol_base import GeoDLProtBase
 
@@ -62,10 +62,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
 
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self, partId):
-        ids = writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
-                                 convertDir=self._getExtraPath(), requirePoses=True,
-                                 requireCtf=True)
-        np.save(self._getExtraPath('particle_ids.npy'), np.asarray(ids, dtype=np.int64))
+        self._writeParticlesWithIds()
 
     def predictStep(self):
         self._runCli('infer', self._inferArgs())
@@ -81,7 +78,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
 
     def createOutputStep(self):
         Z = np.load(self._getLatentsFile())
-        ids = np.load(self._getExtraPath('particle_ids.npy'))
+        ids = self._readParticleIds()
         model = self.inputModel.get()
         outSet = self._createSetOfParticlesFlex(progName=const.PROG_NAME)
         latentsToParticlesFlex(self.inputParticles.get(), outSet, Z, ids=ids, flexAttrs={

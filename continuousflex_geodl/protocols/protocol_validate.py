@@ -8,7 +8,7 @@ from pwem.objects import EMFile, FSC, SetOfFSCs, SetOfParticlesFlex
 from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
-from ..convert import latentsToParticlesFlex, setParticleAttr, writeParticlesStar
+from ..convert import latentsToParticlesFlex, setParticleAttr
 from ..core.artifacts import ValidationDir
 from ..core.settings import (AlignMethod, InferSettings as IS, LandscapeSettings as LS,
                              ModelSettings as MS, Prior, ReferenceSettings,
@@ -107,10 +107,7 @@ class GeoDLProtValidate(GeoDLProtBase, ProtFlexBase):
 
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self, partId):
-        ids = writeParticlesStar(self.inputParticles.get(), self._getParticlesStar(),
-                                 convertDir=self._getExtraPath(), requirePoses=True,
-                                 requireCtf=True)
-        np.save(self._getExtraPath('particle_ids.npy'), np.asarray(ids, dtype=np.int64))
+        self._writeParticlesWithIds()
         self._convertReference()
 
     def validateStep(self):
@@ -149,7 +146,7 @@ class GeoDLProtValidate(GeoDLProtBase, ProtFlexBase):
         h1, _ = v.split()
         half = np.full(len(z1), 2, dtype=int)
         half[h1] = 1
-        ids = np.load(self._getExtraPath('particle_ids.npy'))
+        ids = self._readParticleIds()
 
         def update(item, i):
             setParticleAttr(item, const.ATTR_HALF, int(half[i]))

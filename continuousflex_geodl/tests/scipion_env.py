@@ -113,3 +113,24 @@ def new_project(prefix='cfgeodl'):
         yield proj
     finally:
         os.chdir(cwd)
+
+
+def launch(proj, prot, info=True):
+    """Run ``prot`` in ``proj`` and wait; fail the test with the run's status,
+    error and the end of its logs if it did not finish.  ``info``: also check
+    that the info panel of the finished run renders (summary, methods,
+    citations)."""
+    import pytest
+    proj.launchProtocol(prot, wait=True)
+    if not prot.isFinished():
+        logs = ''
+        for fn in prot.getLogPaths()[:2]:
+            if os.path.exists(fn):
+                logs += open(fn).read()[-3000:]
+        pytest.fail('%s did not finish (%s): %s\n%s' % (prot.getRunName(), prot.getStatus(),
+                                                         prot.getErrorMessage(), logs))
+    if info:
+        assert prot.summary() and 'not ready' not in ' '.join(prot.summary())
+        prot.methods()
+        prot.citations()
+    return prot

@@ -59,15 +59,7 @@ def _amplitudes():
 
 
 def _launch(proj, prot):
-    proj.launchProtocol(prot, wait=True)
-    if not prot.isFinished():
-        logs = ''
-        for fn in prot.getLogPaths()[:2]:
-            if os.path.exists(fn):
-                logs += open(fn).read()[-3000:]
-        pytest.fail('%s did not finish (%s): %s\n%s' % (prot.getRunName(), prot.getStatus(),
-                                                         prot.getErrorMessage(), logs))
-    return prot
+    return scipion_env.launch(proj, prot, info=False)
 
 
 # ---------------------------------------------------------------------------

@@ -38,19 +38,7 @@ def project():
 
 
 def _launch(proj, prot):
-    proj.launchProtocol(prot, wait=True)
-    if not prot.isFinished():
-        logs = ''
-        for fn in prot.getLogPaths()[:2]:
-            if os.path.exists(fn):
-                logs += open(fn).read()[-3000:]
-        pytest.fail('%s did not finish (%s): %s\n%s' % (prot.getRunName(), prot.getStatus(),
-                                                         prot.getErrorMessage(), logs))
-    # the info panel of a finished run renders (summary, methods, citations)
-    assert prot.summary() and 'not ready' not in ' '.join(prot.summary())
-    prot.methods()
-    prot.citations()
-    return prot
+    return scipion_env.launch(proj, prot)
 
 
 @pytest.fixture(scope='module')

@@ -28,18 +28,7 @@ def project():
 
 
 def _launch(proj, prot):
-    proj.launchProtocol(prot, wait=True)
-    if not prot.isFinished():
-        logs = ''
-        for fn in prot.getLogPaths()[:2]:
-            if os.path.exists(fn):
-                logs += open(fn).read()[-3000:]
-        pytest.fail('%s did not finish (%s): %s\n%s' % (prot.getRunName(), prot.getStatus(),
-                                                         prot.getErrorMessage(), logs))
-    assert prot.summary() and 'not ready' not in ' '.join(prot.summary())
-    prot.methods()
-    prot.citations()
-    return prot
+    return scipion_env.launch(proj, prot)
 
 
 def test_validation_protocol_registers_the_core_results(project, tmp_path):
