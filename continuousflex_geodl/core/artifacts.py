@@ -7,6 +7,10 @@
   normal-mode bases the model uses (``enc_modes``, ``dec_modes``);
 * ``weights.pt``    -- final state dict (``torch.load(weights_only=True)``);
 * ``history.json``  -- per-epoch records (mean losses, images/s, wall time);
+* ``reference_fit.json`` -- with a map or atomic-model reference: how well
+  the pseudo-atom cloud represents it (``models.reference.
+  reference_fit_quality``: FSC curve and resolutions, real-space
+  correlation, pseudo-atoms per residue);
 * ``refined_poses.npz`` -- with pose refinement: corrected Euler angles
   (N, 3) deg, ``origin_angst`` (N, 2) A with RELION's sign
   (rlnOriginX/YAngst: particle centre = box centre - origin), ``shifts``
@@ -49,6 +53,7 @@ class ModelDir:
     REFERENCE = 'reference.npz'
     WEIGHTS = 'weights.pt'
     HISTORY = 'history.json'
+    REFERENCE_FIT = 'reference_fit.json'
     REFINED_POSES = 'refined_poses.npz'
     REFINED_STAR = 'refined_particles.star'
     CHECKPOINTS = 'checkpoints'
@@ -88,6 +93,10 @@ class ModelDir:
     @property
     def history_path(self):
         return self._join(self.HISTORY)
+
+    @property
+    def reference_fit_path(self):
+        return self._join(self.REFERENCE_FIT)
 
     @property
     def refined_poses_path(self):
@@ -172,6 +181,23 @@ class ModelDir:
         """Pseudo-atoms of the reference cloud."""
         with np.load(self.reference_path) as f:
             return int(len(f['positions']))
+
+    def has_reference_fit(self):
+        return os.path.exists(self.reference_fit_path)
+
+    def read_reference_fit(self):
+        """The fit quality (dict) of a map or atomic-model reference; None
+        when absent (a saved-cloud reference, a model too large to render)."""
+        if not self.has_reference_fit():
+            return None
+        with open(self.reference_fit_path) as f:
+            return json.load(f)
+
+    def write_reference_fit(self, quality):
+        """Write the map-fit quality (dict); non-finite numbers as null."""
+        quality = {k: None if isinstance(v, float) and not np.isfinite(v) else v
+                   for k, v in quality.items()}
+        _write_json(self.reference_fit_path, quality, indent=1, default=json_default)
 
     # ---------------------------------------------------------------- weights
     def write_weights(self, state_dict):

@@ -347,6 +347,20 @@ class GeoDLProtTrain(GeoDLProtBase):
             items = ', '.join('%s %.4g' % (k, v) for k, v in hist[-1].items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool))
             lines.append('Epochs done: %d. Last epoch: %s' % (len(hist), items))
+        try:
+            fit = md.read_reference_fit()  # map or atomic-model reference
+        except (OSError, ValueError):
+            fit = None
+        if isinstance(fit, dict):
+            def num(key, fmt):
+                v = fit.get(key)
+                return fmt % v if isinstance(v, (int, float)) else 'n/a'
+            lines.append('Reference fit: FSC 0.5 at %s A (0.143 at %s A), %s '
+                         'pseudo-atoms, %s per residue-equivalent.'
+                         % (num('resolution_fsc05', '%.1f'), num('resolution_fsc0143', '%.1f'),
+                            num('n_atoms', '%d'), num('atoms_per_residue', '%.2f'))
+                         + (' (vs a map simulated from the model)'
+                            if fit.get('against') == 'model' else ''))
         if not self.hasAttribute('outputModel'):
             lines.append('Output model not ready yet.')
         return lines

@@ -2,7 +2,10 @@
 
 Reads a .pdb/.cif model (kept atom for atom when small enough, otherwise
 coarse-grained to beads) or a .mrc map (points fitted to the density) and
-writes the cloud as .npz (positions, amplitudes, sigma) or .pdb.  Example::
+writes the cloud as .npz (positions, amplitudes, sigma) or .pdb.  For a map,
+the log reports the quality of the fit (FSC of the rendered cloud against the
+map, pseudo-atoms per residue-equivalent); for a model, against a map
+simulated from its atoms.  Example::
 
     continuousflex-geodl reference --input REF.pdb --out REF.npz --apix 2.0
 """
@@ -23,9 +26,14 @@ def add_args(p):
 
 
 def main(args):
-    from ..models.reference import build_reference
+    from ..models.reference import (build_reference, describe_fit_quality,
+                                    reference_fit_quality)
     logs.start_run_log(args.out, args, is_file=True)  # REF.npz.log
     ref = build_reference(args.input, n_atoms=args.n_atoms, apix=args.apix,
                           sigma=args.sigma, threshold=args.threshold, seed=args.seed)
     ref.save(args.out)
     logger.info('wrote %s: %d pseudo-atoms, sigma %.2f A', args.out, len(ref.positions), ref.sigma)
+    quality = reference_fit_quality(args.input, ref, threshold=args.threshold,
+                                    apix=args.apix)
+    if quality is not None:  # a map or a model: how well the cloud represents it
+        logger.info(describe_fit_quality(quality))

@@ -4,7 +4,8 @@ Learns an encoder (particle image -> latent z), a point-cloud decoder
 (z -> pseudo-atom displacements of the reference) and a latent prior from
 CTF-modulated projections of the deformed reference.  Writes the model
 directory (config.json, reference.npz, weights.pt, history.json,
-checkpoints/).  Example::
+checkpoints/; with a map or atomic-model reference, reference_fit.json: the
+quality of its pseudo-atom fit).  Example::
 
     continuousflex-geodl train --particles P.star --reference REF.pdb --out MODEL
 """
@@ -62,7 +63,8 @@ def train_from_args(args):
     run log: ``validate`` trains its two half-set models with it."""
     from ..artifacts import ModelDir
     from ..models.data import check_settings
-    from ..models.reference import build_reference
+    from ..models.reference import (build_reference, describe_fit_quality,
+                                    reference_fit_quality)
     from ..particles import load_particles
     from ..runtime import resolve_device
     from ..training.config import default_settings
@@ -106,6 +108,11 @@ def train_from_args(args):
         ref = build_reference(args.reference, n_atoms=args.n_atoms, apix=ref_apix,
                               sigma=args.sigma)
     logger.info('reference: %d pseudo-atoms, sigma %.2f A', len(ref.positions), ref.sigma)
+    if not resuming:
+        quality = reference_fit_quality(args.reference, ref, apix=pset.apix, box=pset.box)
+        if quality is not None:  # a map or model: how well the cloud represents it
+            logger.info('reference %s', describe_fit_quality(quality))
+            model_dir.make().write_reference_fit(quality)
     modes = None
     if args.modes and not resuming:
         from ..models.nma import modes_on_cloud

@@ -89,6 +89,20 @@ def test_predict_command_line_parses(tmp_path):
     assert a.out.endswith('.npy')
 
 
+def test_train_summary_reports_the_map_fit_when_the_model_has_one(tmp_path):
+    from continuousflex_geodl.core.artifacts import ModelDir
+    prot = GeoDLProtTrain()
+    prot.setWorkingDir(str(tmp_path / 'run'))
+    assert not any('Reference fit' in line for line in prot._summary())  # no file: no line
+    md = ModelDir(prot._getModelDir()).make()
+    md.write_reference_fit(dict(resolution_fsc05=6.34, resolution_fsc0143=4.0, n_atoms=200,
+                                atoms_per_residue=0.845, real_space_cc=float('nan')))
+    assert md.read_reference_fit()['real_space_cc'] is None  # NaN written as null
+    line = [x for x in prot._summary() if 'Reference fit' in x]
+    assert line == ['Reference fit: FSC 0.5 at 6.3 A (0.143 at 4.0 A), 200 '
+                    'pseudo-atoms, 0.84 per residue-equivalent.']
+
+
 # ------------------------------------------------------------- validation ---
 
 def test_train_validation_catches_bad_input(tmp_path):
