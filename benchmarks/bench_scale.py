@@ -217,6 +217,260 @@ def len_star(star):
     return len(load_particles(star))
 
 
+# ------------------------------------------------------- extra stages --
+def _rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def fill_run(star, cloud, sigma, threads, chunk=256):
+    """Encoder inputs of every particle of ``star`` (what ``FeatureCache.fill``
+    computes before epoch 1), timed in this process for the current
+    implementation and for the first one (``reference_encoder_inputs`` of
+    ``tests/core/test_mode_features.py``, sub-batched as it was), chunk by
+    chunk alternately (same machine state); both outputs compared."""
+    import torch
+    from continuousflex_geodl.core.models.data import make_batch
+    from continuousflex_geodl.core.models.flexmodel import build_model
+    from continuousflex_geodl.core.particles import load_particles
+    from continuousflex_geodl.tests.core.test_mode_features import reference_encoder_inputs
+    torch.set_num_threads(threads)
+    pset = load_particles(star)
+    n = len(pset)
+    model = build_model(dict(box=int(pset.box), apix=float(pset.apix), sigma=sigma,
+                             n_particles=n), cloud[0], cloud[1])
+    per = model.ref_pos.shape[0] * model.enc_box * model.enc_modes.shape[-1]
+    step = max(1, 2 ** 24 // per)  # the former sub-batches
+
+    def former(batch):
+        keys = ('rot', 'shifts', 'ctf_enc', 'F_enc', 'euler')
+        parts = [reference_encoder_inputs(model, {k: batch[k][s:s + step] for k in keys})
+                 for s in range(0, len(batch['idx']), step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    tot = {k: dict(wall_s=0.0, cpu_s=0.0, loads=[]) for k in ('current', 'former')}
+    err_f = err_i = 0.0
+    read_s = 0.0
+    common.say('fill: %d particles, %d atoms, encoder grid %d px, %d modes, %d threads'
+               % (n, model.ref_pos.shape[0], model.enc_box, model.enc_modes.shape[-1], threads))
+    with torch.no_grad():
+        for k, s in enumerate(range(0, n, chunk)):
+            t = time.perf_counter()
+            batch = make_batch(pset, np.arange(s, min(n, s + chunk)), model)
+            read_s += time.perf_counter() - t
+            out = {}
+            order = ('current', 'former') if k % 2 == 0 else ('former', 'current')
+            for name in order:
+                fn = model.encoder_inputs if name == 'current' else former
+                l0, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
+                out[name] = fn(batch)
+                tot[name]['wall_s'] += time.perf_counter() - t0
+                tot[name]['cpu_s'] += time.process_time() - c0
+                tot[name]['loads'] += [l0, os.getloadavg()[0]]
+            err_f = max(err_f, _rel_err(out['current'][0], out['former'][0]))
+            err_i = max(err_i, _rel_err(out['current'][1], out['former'][1]))
+    res = dict(kind='fill', n=n, atoms=int(model.ref_pos.shape[0]), enc_box=model.enc_box,
+               modes=int(model.enc_modes.shape[-1]), threads=threads, chunk=chunk,
+               read_fft_s=read_s, max_rel_err_features=err_f, max_rel_err_images=err_i,
+               date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+    for name, v in tot.items():
+        res[name] = dict(wall_s=v['wall_s'], cpu_s=v['cpu_s'],
+                         load=float(np.mean(v['loads'])),
+                         ms_per_particle=1e3 * v['wall_s'] / n,
+                         cpu_ms_per_particle=1e3 * v['cpu_s'] / n)
+    res['speedup_wall'] = res['former']['wall_s'] / res['current']['wall_s']
+    res['speedup_cpu'] = res['former']['cpu_s'] / res['current']['cpu_s']
+    common.say('fill: current %.1f s (%.1f CPU s, load %.1f), former %.1f s (%.1f CPU s, '
+               'load %.1f); max relative difference %.1e (features), %.1e (images)'
+               % (res['current']['wall_s'], res['current']['cpu_s'], res['current']['load'],
+                  res['former']['wall_s'], res['former']['cpu_s'], res['former']['load'],
+                  err_f, err_i))
+    return res
+
+
+def _epoch_summary(r):
+    last = r['epochs'][-1]
+    return dict(images_per_s=last['images_per_s'], images_per_cpu_s=last['images_per_cpu_s'],
+                load=last['load'], epoch=last['epoch'], cache_fill_s=r['cache_fill_s'],
+                cache_load=r['cache_load'], peak_rss_mb=r['peak_rss_mb'],
+                peak_anon_mb=r['peak_anon_mb'], wall_s=r['wall_s'], cmd=r.get('cmd'),
+                epochs=r['epochs'], final_loss=r.get('final_loss'))
+
+
+def atoms_run(args, sigma, runs):
+    """Training speed and memory at 128 px for each pseudo-atom count."""
+    extent = 128 * 1.6
+    star = write_set(os.path.join(WORK, 'set128_atoms'), args.atoms_particles, 128, 1.6,
+                     make_cloud(args.atoms, 0.3 * extent), sigma, log=common.say)
+    rows = []
+    for na in args.atom_counts:
+        ref = os.path.join(WORK, 'ref_atoms_%d.npz' % na)
+        pos, amp = make_cloud(na, 0.3 * extent, seed=1)
+        np.savez(ref, positions=pos, amplitudes=amp, sigma=np.float32(sigma))
+        try:
+            r = train_run('atoms_%d' % na, star, ref, runs, args.atom_epochs,
+                          threads=args.threads)
+        except RuntimeError as exc:  # e.g. out of memory: recorded, next count
+            rows.append(dict(atoms=na, error=str(exc)[-500:]))
+            continue
+        rows.append(dict(atoms=na, **_epoch_summary(r)))
+    return dict(kind='atoms', n=args.atoms_particles, box=128, apix=1.6,
+                epochs=args.atom_epochs, threads=args.threads, rows=rows,
+                date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+
+
+def vs_cryodrgn_run(args, cloud, sigma, runs):
+    """Ours and cryoDRGN train_vae on the same particles at 64, 128, 256 px."""
+    import cryodrgn_runner as cr
+    ref = os.path.join(WORK, 'ref.npz')
+    rows = []
+    for box, n in zip((64, 128, 256), args.vs_n):
+        apix = 204.8 / box  # same field of view at every box
+        star = write_set(os.path.join(WORK, 'vs%d' % box), n, box, apix, cloud, sigma,
+                         log=common.say)
+        ours = _epoch_summary(train_run('vs_ours_%d' % box, star, ref, runs, args.vs_epochs,
+                                        threads=args.threads))
+        cd = os.path.join(runs, 'vs_cryodrgn_%d' % box)
+        shutil.rmtree(cd, ignore_errors=True)
+        prep = cr.prepare(star, os.path.join(cd, 'prep'), threads=args.threads)
+        c = cr.train(star, prep, os.path.join(cd, 'train'), 4, epochs=args.vs_cryodrgn_epochs,
+                     threads=args.threads, **cr.CPU_NETS)
+        rows.append(dict(box=box, apix=apix, n=n, ours=ours, cryodrgn=c,
+                         ratio_images_per_s=ours['images_per_s'] / c['images_per_s'],
+                         ratio_images_per_cpu_s=(ours['images_per_cpu_s']
+                                                 / c['images_per_cpu_s']
+                                                 if c.get('images_per_cpu_s') else None),
+                         ratio_peak_rss=ours['peak_rss_mb'] / c['peak_rss_mb']))
+        common.say('vs cryoDRGN %d px: ours %.1f img/s, cryoDRGN %.1f img/s (x%.1f)'
+                   % (box, ours['images_per_s'], c['images_per_s'],
+                      rows[-1]['ratio_images_per_s']))
+    return dict(kind='vs_cryodrgn', threads=args.threads, rows=rows,
+                ours_epochs=args.vs_epochs, cryodrgn_epochs=args.vs_cryodrgn_epochs,
+                cryodrgn_nets=cr.CPU_NETS,
+                date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+
+
+def _plot_atoms(res):
+    rows = [r for r in res['rows'] if 'error' not in r]
+    if len(rows) < 2:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    x = [r['atoms'] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax[0].loglog(x, [r['images_per_s'] for r in rows], 'o-', label='images/s')
+    ax[0].loglog(x, [r['images_per_cpu_s'] for r in rows], 's--', label='images per CPU-s')
+    ax[0].set_xlabel('pseudo-atoms')
+    ax[0].set_title('training speed, 128 px')
+    ax[0].legend()
+    ax[1].semilogx(x, [r['peak_anon_mb'] for r in rows], 'o-', label='peak anonymous')
+    ax[1].semilogx(x, [r['peak_rss_mb'] for r in rows], 's--', label='peak RSS')
+    ax[1].set_xlabel('pseudo-atoms')
+    ax[1].set_ylabel('MB')
+    ax[1].set_title('memory')
+    ax[1].legend()
+    fig.tight_layout()
+    path = os.path.join(common.REPORT, 'scale_atoms.png')
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def extra_sections(results):
+    """Markdown of the fill, atoms and vs_cryodrgn runs (when present)."""
+    out = []
+    f = results.get('fill')
+    if f:
+        c, o = f['current'], f['former']
+        out += ['## Encoder-input cache fill: current and former implementation', '',
+                'Run `fill` (%s): the encoder inputs of the %d particles of the 10^4 set '
+                '(128 px, %d pseudo-atoms, encoder grid %d px, %d modes), computed in this '
+                'process with %d threads in chunks of %d, each chunk by both implementations '
+                'one after the other (alternating which goes first), so that both see the same '
+                'machine state. Reading and FFT of the images (%.1f s) excluded.'
+                % (f['date'], f['n'], f['atoms'], f['enc_box'], f['modes'], f['threads'],
+                   f['chunk'], f['read_fft_s']), '',
+                '| implementation | wall s | ms per particle | CPU s | CPU ms per particle '
+                '| load |', '|---|---|---|---|---|---|',
+                '| former (`mode_jacobian_spectra` + complex einsums, sub-batches of 2^24) '
+                '| %.1f | %.2f | %.1f | %.2f | %.1f |' % (o['wall_s'], o['ms_per_particle'],
+                                                          o['cpu_s'], o['cpu_ms_per_particle'],
+                                                          o['load']),
+                '| current (`mode_jacobian_images` by groups of atoms sorted by height + '
+                '`mode_normal_equations`, sub-batches of 2^23) | %.1f | %.2f | %.1f | %.2f '
+                '| %.1f |'
+                % (c['wall_s'], c['ms_per_particle'], c['cpu_s'], c['cpu_ms_per_particle'],
+                   c['load']), '',
+                'Speed-up %.1fx in wall time, %.1fx in CPU time. Largest difference between '
+                'the two, relative to the largest value: %.1e for the mode features, %.1e for '
+                'the images (float32 round-off; `tests/core/test_mode_features.py` checks the '
+                'same equality, and exactness in float64).'
+                % (f['speedup_wall'], f['speedup_cpu'], f['max_rel_err_features'],
+                   f['max_rel_err_images']), '']
+        fills = ['`%s` %.1f s, %.2f of its first epoch (%.1f s; load %s)'
+                 % (k, r['cache_fill_s'], r['cache_fill_s'] / r['epochs'][0]['seconds'],
+                    r['epochs'][0]['seconds'], fmt(r['cache_load']))
+                 for k, r in sorted(results.items())
+                 if k.startswith('n1e4') and r.get('cache_fill_s') and r.get('epochs')]
+        if fills:
+            out += ['Cache fill in the training runs of 10^4 particles (table above; runs '
+                    'made before 2026-12-03 15:00 UTC used the former implementation, the one '
+                    'of 2026-12-03 15:30 an intermediate one, in bands of rows): '
+                    + '; '.join(fills) + '.', '']
+    a = results.get('atoms')
+    if a:
+        out += ['## Pseudo-atom scaling (128 px)', '',
+                'Run `atoms` (%s): %d particles at 128 px (1.6 A/px), %d epochs, batch 32, %d '
+                'threads; synthetic clouds of the given size in the same ellipsoid. Speed of the '
+                'last epoch.' % (a['date'], a['n'], a['epochs'], a['threads']), '',
+                '| pseudo-atoms | images/s (load) | images per CPU-s | cache fill s | '
+                'peak RSS MB | peak anonymous MB | wall s |', '|---|---|---|---|---|---|---|']
+        for r in a['rows']:
+            if 'error' in r:
+                out.append('| %d | failed: %s | | | | | |'
+                           % (r['atoms'], r['error'].strip().splitlines()[-1][:120]))
+                continue
+            out.append('| %d | %.1f (%s) | %s | %s | %.0f | %.0f | %.0f |' % (
+                r['atoms'], r['images_per_s'], fmt(r['load']), fmt(r['images_per_cpu_s']),
+                fmt(r['cache_fill_s']), r['peak_rss_mb'], r['peak_anon_mb'], r['wall_s']))
+        png = _plot_atoms(a)
+        out += ([''] + (['![pseudo-atom scaling](%s)' % png] if png else [])) + ['']
+    v = results.get('vs_cryodrgn')
+    if v:
+        out += ['## Training side by side with cryoDRGN (CPU)', '',
+                'Run `vs_cryodrgn` (%s): the same particles (field of view 204.8 A) for both, '
+                '%d threads each, one after the other. Ours: `train`, %d epochs, batch 32, '
+                'speed of the last epoch. cryoDRGN 4.3.1 `train_vae` with known poses, %d '
+                'epoch(s), batch 16, encoder and decoder 3x256 (`cryodrgn_runner.CPU_NETS`), '
+                'zdim 4; its images/s over its own epoch times. Load: 1-minute load average '
+                '(ours: mean over the epoch; cryoDRGN: start / end of its run).'
+                % (v['date'], v['threads'], v['ours_epochs'], v['cryodrgn_epochs']), '',
+                '| box | N | ours images/s (load) | cryoDRGN images/s (load) | ratio | ours '
+                'images per CPU-s | cryoDRGN images per CPU-s | ratio | peak RSS MB ours / '
+                'cryoDRGN |', '|---|---|---|---|---|---|---|---|---|']
+        for r in v['rows']:
+            o, c = r['ours'], r['cryodrgn']
+            out.append('| %d | %d | %.1f (%s) | %.2f (%s) | %.1fx | %s | %s | %s | %.0f / %.0f |'
+                       % (r['box'], r['n'], o['images_per_s'], fmt(o['load']),
+                          c['images_per_s'], '/'.join('%.1f' % x for x in c['load_avg']),
+                          r['ratio_images_per_s'], fmt(o['images_per_cpu_s']),
+                          fmt(c.get('images_per_cpu_s'), '%.2f'),
+                          fmt(r['ratio_images_per_cpu_s'], '%.1fx'), o['peak_rss_mb'],
+                          c['peak_rss_mb']))
+        out += ['', 'cryoDRGN images per CPU-s counts its whole process (start-up, data '
+                'loading, final latent evaluation), so that ratio favours ours. The ratio grows '
+                'with the box because the two models do not work at the same resolution: '
+                'cryoDRGN decodes every pixel of the box (D^2 decoder evaluations per image), '
+                'while ours compares images on a Fourier grid cropped to the resolution its '
+                'pseudo-atoms carry (sigma 3 A here: a 60-px loss grid and a 52-px encoder '
+                'grid at every box, as in the 256-px rows above), so that only reading and the '
+                'FFT of the particles grow with the box.', '']
+    return out
+
+
 # ---------------------------------------------------------------- report --
 def fmt(x, f='%.1f'):
     return '-' if x is None else f % x
@@ -236,6 +490,8 @@ def write_report(results, args):
             '| wall s |',
             '|---|---|---|---|---|---|---|---|---|']
     for r in results.values():
+        if r.get('kind'):  # fill / atoms / vs_cryodrgn: own sections
+            continue
         ep = '; '.join('%d: %.1f (%s, %s)' % (e['epoch'], e['images_per_s'],
                                               fmt(e['load']), fmt(e['vs_second'], '%.2f'))
                        for e in r['epochs'])
@@ -277,6 +533,7 @@ def write_report(results, args):
             'work, unlike images/s); *peak anonymous*: peak RSS without file-backed '
             'pages.', '']
     out += ['Commands: see `scale.json` (`cmd` of each run).', '']
+    out += extra_sections(results)
     common.atomic_write_text(os.path.join(common.REPORT, 'scale.md'), '\n'.join(out))
     common.write_json(os.path.join(common.REPORT, 'scale.json'), results)
 
@@ -284,16 +541,29 @@ def write_report(results, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--runs', nargs='+', default=['n1e4', 'n1e5', 'b256_crop', 'b256_full'],
-                   choices=['n1e4', 'n1e5', 'b256_crop', 'b256_full'])
+                   choices=['n1e4', 'n1e5', 'b256_crop', 'b256_full', 'fill', 'atoms',
+                            'vs_cryodrgn'],
+                   help='fill: encoder-input cache fill of the 10^4 set, current and former '
+                   'implementation; atoms: training at each --atom-counts; vs_cryodrgn: ours and '
+                   'cryoDRGN train_vae at 64, 128, 256 px (--vs-n particles)')
     p.add_argument('--quick', action='store_true', help='2,000 / 5,000 particles')
     p.add_argument('--epochs-large', type=int, default=2)
     p.add_argument('--n-256', type=int, default=3000)
     p.add_argument('--atoms', type=int, default=800)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--atom-counts', type=int, nargs='+',
+                   default=[500, 1000, 2000, 5000, 10000, 20000])
+    p.add_argument('--atoms-particles', type=int, default=300)
+    p.add_argument('--atom-epochs', type=int, default=2)
+    p.add_argument('--vs-n', type=int, nargs=3, default=[1000, 500, 200],
+                   help='particles at 64, 128 and 256 px (vs_cryodrgn)')
+    p.add_argument('--vs-epochs', type=int, default=2, help='our epochs (vs_cryodrgn)')
+    p.add_argument('--vs-cryodrgn-epochs', type=int, default=1)
     p.add_argument('--keep', action='store_true', help='keep the generated particles')
     p.add_argument('--report-only', action='store_true',
                    help='rewrite scale.md from scale.json (and the kept run folders)')
     args = p.parse_args(argv)
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # as the CLI (before torch loads)
     if args.report_only:
         results = common.read_json(os.path.join(common.REPORT, 'scale.json'), {})
         for name, r in results.items():
@@ -315,7 +585,28 @@ def main(argv=None):
     os.makedirs(runs, exist_ok=True)
     try:
         for name in args.runs:  # in the order given
-            if name in ('n1e4', 'n1e5'):
+            if name == 'fill' or (name == 'n1e4' and 'n1e5' not in args.runs):
+                # the 10^4 set alone (no 10^5 set to write)
+                star = write_set(os.path.join(WORK, 'set128_n%d' % n_small), n_small, 128, 1.6,
+                                 cloud, sigma, log=common.say)
+            if name == 'fill':
+                results[name] = fill_run(star, cloud, sigma, args.threads)
+                write_report(results, args)
+                continue
+            if name == 'atoms':
+                results[name] = atoms_run(args, sigma, runs)
+                write_report(results, args)
+                continue
+            if name == 'vs_cryodrgn':
+                results[name] = vs_cryodrgn_run(args, cloud, sigma, runs)
+                write_report(results, args)
+                continue
+            key = name
+            if name == 'n1e4' and 'n1e5' not in args.runs:
+                # a row of its own: the rows of a full run (with 10^5) are kept
+                key = 'n1e4_%s' % time.strftime('%Y%m%d_%H%M', time.gmtime())
+                ep, extra, label = 3, [], '128 (128)'
+            elif name in ('n1e4', 'n1e5'):
                 big = write_set(os.path.join(WORK, 'set128'), n_large, 128, 1.6, cloud,
                                 sigma, log=common.say)
                 star = big if name == 'n1e5' else subset_star(
@@ -328,12 +619,13 @@ def main(argv=None):
                 ep = 2
                 extra, label = ((['--train-box', '128'], '256 (128)') if name == 'b256_crop'
                                 else ([], '256 (256)'))
-            results[name] = train_run(name, star, ref, runs, ep, extra, threads=args.threads)
-            results[name]['box_label'] = label
+            results[key] = train_run(key, star, ref, runs, ep, extra, threads=args.threads)
+            results[key]['box_label'] = label
             write_report(results, args)
     finally:
         if not args.keep:
-            for d in glob.glob(os.path.join(WORK, 'set*')) + [runs]:
+            for d in glob.glob(os.path.join(WORK, 'set*')) + glob.glob(
+                    os.path.join(WORK, 'vs*')) + [runs]:
                 shutil.rmtree(d, ignore_errors=True)
     write_report(results, args)
     return 0

@@ -20,7 +20,7 @@ import torch.nn.functional as Fnn
 
 from ..ctf import compute_ctf
 from ..geometry import euler_to_matrix
-from ..render import pixel_coordinates, project
+from ..render import _EXP_FLOOR, pixel_coordinates, project
 
 _FREQ_CACHE = {}
 
@@ -166,42 +166,131 @@ def rotate_inplane(images, psi_deg):
                            padding_mode='zeros', align_corners=False).squeeze(1)
 
 
+def mode_jacobian_images(positions, amplitudes, sigma, rotations, box, apix, shifts,
+                         modes, n_groups=8, cutoff=None):
+    """Real-space d(image)/d(mode amplitude), (B, M, d, d), at the reference.
+
+    ``modes`` (N, 3, M) displacement fields (A per unit amplitude).  Analytic
+    derivative of the exact separable projection (``render.project``): for
+    atom j at image position (u, v), ``dI/du = a gy(y) gx'(x)`` with
+    ``gx' = gx (x - u) / sigma^2``, so that
+
+        J_m[y, x] = sum_n a_n (du_nm gy_n(y) gx'_n(x) + dv_nm gy'_n(y) gx_n(x)).
+
+    The atoms of each image are sorted by v and cut into ``n_groups`` groups
+    of equal size; a group only reaches the image rows (and columns) within
+    ``cutoff`` sigma of its atoms, so its part of J is one matrix product per
+    image, (rows x M) x (2 terms per atom) x columns (the mode projections
+    folded into the y factors), added into those rows.  An atom farther than
+    ``cutoff`` sigma contributes below ``exp(-cutoff^2 / 2)`` of its peak:
+    2e-11 at the float32 default of 7 (float64: 9.5, 2e-20), below the
+    round-off of the sums.  ``n_groups=1``: every atom on every row.  No
+    Fourier scaling and no CTF: see ``mode_jacobian_spectra``.
+    """
+    B = rotations.shape[0]
+    N, _, M = modes.shape
+    dt, dev = positions.dtype, positions.device
+    if cutoff is None:
+        cutoff = 9.5 if dt == torch.float64 else 7.0
+    grid = pixel_coordinates(box, apix, dt, dev)
+    uv = torch.einsum('bij,nj->bni', rotations[:, :2, :].to(dt), positions)
+    if shifts is not None:
+        uv = uv + shifts.to(dt).unsqueeze(1)
+    inv = 1.0 / (2.0 * sigma ** 2)
+    isig2 = 1.0 / sigma ** 2
+    dx = grid.view(1, 1, -1) - uv[..., 0:1]
+    # exponent floored as in render._gauss: exp is ~30x slower on underflow
+    gx = (-(dx * dx) * inv).clamp_(min=_EXP_FLOOR).exp_()
+    # x factors of the two terms of each atom (B, N, 2, d): gx', gx
+    Q = torch.stack([gx * dx * isig2, gx], 2)
+    norm = math.sqrt(2 * math.pi) * sigma
+    # image-plane displacement of each atom for each mode, times its weight
+    duv = (torch.einsum('bij,njm->bnim', rotations[:, :2, :].to(dt), modes)
+           * (amplitudes * norm).view(1, N, 1, 1)).contiguous()  # (B, N, 2, M)
+    u = uv[..., 0].contiguous()
+    v_sorted, order = torch.sort(uv[..., 1], dim=1)
+    reach = float(cutoff) * float(sigma)
+    g0 = float(grid[0])
+    size = max(1, int(math.ceil(N / max(1, int(n_groups)))))
+    base = (torch.arange(B, device=dev) * N).view(B, 1)
+    base_rows = (torch.arange(B, device=dev) * box).view(B, 1)
+    Jt = torch.zeros((B * box, M, box), dtype=dt, device=dev)  # (B y, m, x)
+    for a in range(0, N, size):
+        b = min(N, a + size)
+        L = b - a
+        vb = v_sorted[:, a:b]
+        # rows within reach of the group in each image: S rows from r0
+        r_lo = torch.floor((vb[:, 0] - reach - g0) / apix).clamp(min=0).long()
+        r_hi = torch.ceil((vb[:, -1] + reach - g0) / apix).clamp(max=box - 1).long()
+        S = int((r_hi - r_lo).max()) + 1
+        if S <= 0:
+            continue  # the whole group lies outside the image
+        r0 = r_lo.clamp(max=box - S)
+        rows = r0.view(B, 1) + torch.arange(S, device=dev).view(1, S)  # (B, S)
+        flat = (order[:, a:b] + base).reshape(-1)
+        w = duv.view(B * N, 2, M).index_select(0, flat).view(B, L, 2, M)
+        # columns within reach of the group (all images)
+        ub = u.view(-1).index_select(0, flat)
+        x0 = max(0, int(math.floor((float(ub.min()) - reach - g0) / apix)))
+        x1 = min(box, int(math.ceil((float(ub.max()) + reach - g0) / apix)) + 1)
+        if x1 <= x0:
+            continue
+        q = Q.view(B * N, 2, box).index_select(0, flat).view(B, L * 2, box)[..., x0:x1]
+        dy = grid[rows].unsqueeze(1) - vb.unsqueeze(-1)  # (B, L, S)
+        gy = (-(dy * dy) * inv).clamp_(min=_EXP_FLOOR).exp_()
+        # y factors of both terms times the mode weights, modes innermost
+        P = w.unsqueeze(3) * torch.stack([gy, gy * dy * isig2], 2).unsqueeze(-1)
+        Jb = torch.bmm(P.view(B, L * 2, S * M).transpose(1, 2), q)  # (B, y*M, x)
+        Jt[:, :, x0:x1].index_add_(0, (rows + base_rows).view(-1),
+                                   Jb.view(B * S, M, x1 - x0))
+    return Jt.view(B, box, M, box).transpose(1, 2).contiguous()
+
+
 def mode_jacobian_spectra(positions, amplitudes, sigma, rotations, box, apix,
                           shifts, ctf, full_box, modes):
     """Spectra of d(image)/d(mode amplitude), (B, M, d, d), at the reference.
 
-    ``modes`` (N, 3, M) displacement fields (A per unit amplitude).  Analytic
-    derivative of the exact separable projection: for atom j at image
-    position (u, v), ``dI/du = a gy(y) gx'(x)`` with
-    ``gx' = gx (x - u) / sigma^2``; then the same Fourier scaling and ``-C``
-    as ``render_fourier``.
+    ``modes`` (N, 3, M) displacement fields (A per unit amplitude).
+    ``mode_jacobian_images`` transformed with the ortho FFT, with the same
+    Fourier scaling and ``-C`` as ``render_fourier``.
     """
-    B = rotations.shape[0]
-    N, _, M = modes.shape
-    grid = pixel_coordinates(box, apix, positions.dtype, positions.device)
-    rot = torch.einsum('bij,nj->bni', rotations, positions)
-    uv = rot[..., :2]
-    if shifts is not None:
-        uv = uv + shifts.unsqueeze(1)
-    dx = grid.view(1, 1, -1) - uv[..., 0:1]
-    dy = grid.view(1, 1, -1) - uv[..., 1:2]
-    inv = 1.0 / (2.0 * sigma ** 2)
-    gx = torch.exp(-dx ** 2 * inv)
-    gy = torch.exp(-dy ** 2 * inv)
-    norm = math.sqrt(2 * math.pi) * sigma
-    a = (amplitudes * norm).view(1, N, 1)
-    gxd = gx * dx / sigma ** 2
-    gyd = gy * dy / sigma ** 2
-    # image-plane displacement of each atom for each mode: (B, N, 2, M)
-    duv = torch.einsum('bij,njm->bnim', rotations[:, :2, :], modes)
-    # J_m[y, x] = sum_n gy[n,y] a_n du[n,m] gxd[n,x] + gyd[n,y] a_n dv[n,m] gx[n,x]
-    A = (a.unsqueeze(-1) * duv[:, :, 0, :].unsqueeze(2) * gxd.unsqueeze(-1))  # B,N,D,M
-    Bm = (a.unsqueeze(-1) * duv[:, :, 1, :].unsqueeze(2) * gx.unsqueeze(-1))
-    A = A.reshape(B, N, box * M)
-    Bm = Bm.reshape(B, N, box * M)
-    J = torch.bmm(gy.transpose(1, 2), A) + torch.bmm(gyd.transpose(1, 2), Bm)
-    J = J.reshape(B, box, box, M).permute(0, 3, 1, 2)  # (B, M, y, x)
+    J = mode_jacobian_images(positions, amplitudes, sigma, rotations, box, apix, shifts,
+                             modes)
     F = torch.fft.fft2(J, norm='ortho') * (float(full_box) / box)
     if ctf is not None:
         F = F * (-ctf).unsqueeze(1)
     return F
+
+
+def mode_normal_equations(J, gain, residual, weights):
+    """Normal equations of the linearised mode fit, from real-space Jacobians.
+
+    With ``FJ = fft2(J, norm='ortho') * gain`` (the Jacobian spectra; ``gain``
+    real, (B, d, d) or a scalar), returns
+
+        f (B, M):    f_m  = Re sum_k conj(FJ_m(k)) residual(k)
+        G (B, M, M): G_mn = Re sum_k weights(k) conj(FJ_m(k)) FJ_n(k)
+
+    without forming ``FJ`` on the full grid: f by Parseval in real space
+    (``J`` is real: ``f_m = sum_p J_m(p) Re(ifft2(gain * residual))(p)``), G
+    on the half spectrum of ``rfft2`` (J real, so FJ(-k) = conj FJ(k) up to
+    the gain: the term of -k equals that of k, weighted by its own
+    ``gain^2 weights``) as one real matrix product on the stacked real and
+    imaginary parts.  Exact (no symmetry of ``gain`` or ``weights`` assumed).
+    """
+    B, M, d, _ = J.shape
+    Jf = J.reshape(B, M, d * d)
+    rimg = torch.fft.ifft2(gain * residual, norm='ortho').real
+    f = torch.bmm(Jf, rimg.reshape(B, d * d, 1)).squeeze(-1)
+    K = (gain * gain) * weights
+    K = torch.as_tensor(K, dtype=J.dtype, device=J.device).expand(B, d, d)
+    h = d // 2 + 1
+    neg = (-torch.arange(d, device=J.device)) % d
+    Kneg = K.index_select(-2, neg).index_select(-1, neg[:h])  # K(-k), half plane
+    col = torch.arange(h, device=J.device)
+    paired = ((col != 0) & (2 * col != d)).to(K.dtype)  # columns whose -k is not in it
+    Kh = K[..., :h] + Kneg * paired
+    Y = torch.view_as_real(torch.fft.rfft2(J, norm='ortho')).reshape(B, M, d * h * 2)
+    w = Kh.unsqueeze(-1).expand(B, d, h, 2).reshape(B, 1, d * h * 2)
+    G = torch.bmm(Y * w, Y.transpose(1, 2))
+    return f, G
