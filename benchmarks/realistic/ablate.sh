@@ -12,7 +12,10 @@ R=${R:-$root/benchmarks/work/realistic_smooth}
 out=${OUT:-$root/benchmarks/work/ablation}/$name; mkdir -p "$out"
 PY=${PY:-$root/.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-"$PY" -m continuousflex_geodl train --particles "$R/$set/particles.star" --reference "$R/$set/$ref" \
+# OVERRIDES='{"gmm_box": 1.0}': settings without an option (gap_experiments/train_with.py)
+if [ -n "${OVERRIDES:-}" ]; then TRAIN=("$PY" "$here/gap_experiments/train_with.py" "$OVERRIDES");
+else TRAIN=("$PY" -m continuousflex_geodl); fi
+"${TRAIN[@]}" train --particles "$R/$set/particles.star" --reference "$R/$set/$ref" \
     --out "$out/model" --threads 2 "$@" > "$out/train.log" 2>&1
 "$PY" -m continuousflex_geodl infer --model "$out/model" --particles "$R/$set/particles.star" \
     --out "$out/z.npy" --threads 2 > "$out/infer.log" 2>&1

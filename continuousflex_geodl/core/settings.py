@@ -334,6 +334,8 @@ class TrainSettings(_Settings):
     batch_size: int = _f(32, 'global batch size (particles per step, all processes)')
     lr: float = _f(2e-3, 'initial learning rate (cosine decay)')
     lr_final: float = _f(0.1, 'learning rate at the end, as a fraction of lr')
+    noise_final: float = _f(1.0, 'latent training noise at the end, as a fraction of its '
+                            'initial width (cosine decay like the learning rate; 1: constant)')
     pose_lr: float = _f(0.2, 'step of the pose corrections per visit of a particle',
                         'deg or A')
     beta: float = _f(1.0, 'weight of the latent rate against the data term, both in nats '
@@ -417,6 +419,10 @@ class PoseSettings(_Settings):
     coarse_resolution: float = _f(None, 'resolution of the global stage (unset: from the '
                                   'grid step, the molecule radius and the CTF)', 'A')
     batch_size: int = _f(64, 'particles per batch')
+    local_step: float = _f(5.0, 'first angular step of the local refinement from given '
+                           'poses (--local, --model); it halves down to final_step', 'deg')
+    rounds: int = _f(1, 'with --model: rounds of pose repair (each after the first infers '
+                     'the latents again at the repaired poses)')
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,12 @@ with RELION's sign, origin = -t):
   (``search_poses_multi``, ``poses --reference A.pdb B.pdb ...``): the
   1-based index of the reference whose pose was kept.
 
+Pose repair from given poses: ``refine_poses`` (local search) against one
+reference or against one cloud per particle; ``joint.repair_poses(pset,
+model)`` refines every particle against the structure a trained model
+decodes at its latent (``poses --model``), which repairs the rotations of a
+consensus refinement of a heterogeneous sample.
+
 Grids and conventions: ``core.poses.grids``.
 """
 from .grids import geodesic_deg, local_offsets, shift_grid, so3_grid  # noqa: F401

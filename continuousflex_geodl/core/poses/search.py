@@ -203,17 +203,29 @@ class _Band:
         ph = 2 * math.pi * (shifts.to(torch.float32) @ self.freqs.T)
         return torch.polar(torch.ones_like(ph), ph)
 
-    def render(self, ref, R, chunk):
-        """Band spectra (M, F) complex of projections at rotations R (M, 3, 3)."""
+    def render(self, ref, R, chunk, owner=None):
+        """Band spectra (M, F) complex of projections at rotations R (M, 3, 3);
+        with a per-particle reference, ``owner`` (M,) gives the particle of each
+        rotation (``_template_clouds``)."""
         import torch
         from ..render import project
-        pos, amp = ref
         out = []
         scale = float(self.full_box) / self.d
         for s in range(0, R.shape[0], chunk):
+            pos, amp = _template_clouds(ref, None if owner is None else owner[s:s + chunk])
             img = project(pos, amp, self.sigma, R[s:s + chunk], self.d, self.apix)
             out.append(self.select(torch.fft.fft2(img, norm='ortho')) * scale)
         return torch.cat(out, 0)
+
+
+def _template_clouds(ref, owner):
+    """(positions, amplitudes) to render: a shared reference (positions (N, 3))
+    as it is; a per-particle one (positions (B, N, 3), amplitudes (N,) or
+    (B, N)) at the particles ``owner`` (M,) of the templates."""
+    pos, amp = ref
+    if pos.dim() == 2 or owner is None:
+        return pos, amp
+    return pos[owner], (amp[owner] if amp.dim() == 2 else amp)
 
 
 def _ri(z):
@@ -245,6 +257,9 @@ def search_poses(pset, reference, max_shift=None, coarse_step=10.0, final_step=1
     log = log or (lambda msg: None)
     dev = torch.device(device)
     pos, pos_t, amp_t, sigma, radius = _reference_tensors(reference, dev)
+    if pos_t.dim() != 2:
+        raise ValueError('search_poses: one reference cloud (positions (M, 3)); '
+                         'per-particle clouds are for refine_poses')
     N, D, apix = len(pset), pset.box, pset.apix
     if max_shift is None:
         max_shift = 5.0 * apix
@@ -398,6 +413,12 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
                  noise_sd=None, polish=30, device='cpu', log=None):
     """Local search from given poses (default: the set's own) against the reference.
 
+    ``reference``: a ``ReferenceCloud`` or (positions, amplitudes, sigma) with
+    positions (M, 3), one reference for every particle, or (N, M, 3), one
+    cloud per particle (e.g. the structure a trained model decodes at each
+    particle's latent, ``core.poses.joint``; or its true structure) with
+    amplitudes (M,) or (N, M).
+
     The rotation is refined on 27-point grids ``exp([w]x) R`` with steps
     ``start_step, start_step / 2, ...`` down to ``final_step`` (deg) and the shift
     on 3 x 3 lattices, with the same scores and frequency marching as the local
@@ -412,6 +433,10 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
     dev = torch.device(device)
     pos, pos_t, amp_t, sigma, radius = _reference_tensors(reference, dev)
     N, D, apix = len(pset), pset.box, pset.apix
+    per_particle = pos_t.dim() == 3
+    if per_particle and pos_t.shape[0] != N:
+        raise ValueError('refine_poses: %d reference clouds for %d particles'
+                         % (pos_t.shape[0], N))
     euler = pset.euler if euler is None else euler
     shifts = pset.shifts if shifts is None else shifts
     if euler is None:
@@ -440,10 +465,14 @@ def refine_poses(pset, reference, euler=None, shifts=None, start_step=5.0, final
         rows = None if ctf_all is None else ctf_all[idx]
         R = torch.as_tensor(R_all[idx], dtype=torch.float32, device=dev)[:, None]
         t = torch.as_tensor(shifts[idx], dtype=torch.float32, device=dev)[:, None]
-        R, t, cc = _local_stages(bands, stages, 1, (pos_t, amp_t), X_full, rows, R, t,
+        ref = (pos_t, amp_t)
+        if per_particle:
+            ii = torch.as_tensor(idx, device=dev)
+            ref = (pos_t[ii], amp_t[ii] if amp_t.dim() == 2 else amp_t)
+        R, t, cc = _local_stages(bands, stages, 1, ref, X_full, rows, R, t,
                                  max_shift, norm_c, timing)
         if polish:
-            R, t, cc = _polish(bands[-1], (pos_t, amp_t), X_full, rows, R, t, cc, max_shift,
+            R, t, cc = _polish(bands[-1], ref, X_full, rows, R, t, cc, max_shift,
                                norm_c, iters=polish, lr_deg=stages[-1]['step'] / 4,
                                lr_shift=stages[-1]['shift_step'])
         rot_out[idx] = R[:, 0].double().cpu().numpy()
@@ -484,7 +513,7 @@ def _reference_tensors(reference, dev):
     pos, amp, sigma = _cloud(reference)
     pos_t = torch.as_tensor(np.asarray(pos, np.float32), device=dev)
     amp_t = torch.as_tensor(np.asarray(amp, np.float32), device=dev)
-    radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))
+    radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=-1)))
     return pos, pos_t, amp_t, sigma, radius
 
 
@@ -526,7 +555,9 @@ def _local_stages(bands, stages, first, ref, X_full, rows, R, t, max_shift, norm
             q = active
             n = len(q)
             Rc = (off[None] @ R[q][:, None]).reshape(n * J, 3, 3)
-            P = bd.render(ref, Rc, _render_chunk(ref[0].shape[0], bd.d)).reshape(n, J, F)
+            owner = pidx[q].repeat_interleave(J) if ref[0].dim() == 3 else None
+            P = bd.render(ref, Rc, _render_chunk(ref[0].shape[-2], bd.d),
+                          owner).reshape(n, J, F)
             sh = t[q][:, None, :] + sg[None]  # (n, S, 2)
             if max_shift > 0:
                 rr = sh.norm(dim=-1, keepdim=True)
@@ -580,7 +611,7 @@ def _polish(band, ref, X_full, rows, R, t, cc_in, max_shift, norm_c, iters=30, l
     w = torch.zeros((Q, 3), device=dev, requires_grad=True)
     dt = torch.zeros((Q, 2), device=dev, requires_grad=True)
     opt = torch.optim.Adam([dict(params=[w], lr=lr_deg), dict(params=[dt], lr=lr_shift)])
-    chunk = chunk or _render_chunk(ref[0].shape[0], band.d)
+    chunk = chunk or _render_chunk(ref[0].shape[-2], band.d)
     scale = float(band.full_box) / band.d
     deg = math.pi / 180.0
 
@@ -588,7 +619,8 @@ def _polish(band, ref, X_full, rows, R, t, cc_in, max_shift, norm_c, iters=30, l
         Rq = axis_angle_to_matrix(w[q] * deg) @ R0[q]
         tq = t0[q] + dt[q]
         with torch.set_grad_enabled(grad):
-            img = project(ref[0], ref[1], band.sigma, Rq, band.d, band.apix)
+            pos, amp = _template_clouds(ref, pidx[q])
+            img = project(pos, amp, band.sigma, Rq, band.d, band.apix)
             P = band.select(torch.fft.fft2(img, norm='ortho')) * scale
             cross = (_ri(P) * _ri(Yq[q] * band.phases(tq))).sum(-1)
             nrm = ((P.real ** 2 + P.imag ** 2) * C2q[q]).sum(-1).clamp_min(1e-30).sqrt()

@@ -319,6 +319,9 @@ class Trainer:
             noise = torch.randn((B, K), generator=gen)
         else:
             noise = torch.rand((B, K), generator=gen) - 0.5
+        nf = float(self.train_cfg.get('noise_final', 1.0))
+        if nf != 1.0:  # cosine decay of the noise width, as the learning rate's
+            noise = noise * lr_at(dict(lr=1.0, lr_final=nf), gstep, self.total_steps)
         noise = noise[torch.as_tensor(local_pos)].to(self.device)
         # Sinkhorn term on the latents at global batch positions 0..n_ot-1
         cfg = self.train_cfg

@@ -149,7 +149,8 @@ def _core_functions():
     from continuousflex_geodl.core.landscape import compare
     from continuousflex_geodl.core.landscape.explore import Explorer
     from continuousflex_geodl.core.models.reference import build_reference
-    from continuousflex_geodl.core.poses import search_poses
+    from continuousflex_geodl.core.poses import refine_poses, search_poses
+    from continuousflex_geodl.core.poses.joint import repair_poses
     Po = S.PoseSettings
     return [
         (search_poses, dict(
@@ -157,6 +158,15 @@ def _core_functions():
             n_candidates=(Po, 'candidates'), max_shift=(Po, 'max_shift'),
             resolution=(Po, 'resolution'), coarse_resolution=(Po, 'coarse_resolution'),
             batch_size=(Po, 'batch_size'), device=(RT, 'device'))),
+        (refine_poses, dict(
+            start_step=(Po, 'local_step'), final_step=(Po, 'final_step'),
+            max_shift=(Po, 'max_shift'), resolution=(Po, 'resolution'),
+            batch_size=(Po, 'batch_size'), device=(RT, 'device'))),
+        (repair_poses, dict(
+            start_step=(Po, 'local_step'), final_step=(Po, 'final_step'),
+            max_shift=(Po, 'max_shift'), resolution=(Po, 'resolution'),
+            batch_size=(Po, 'batch_size'), rounds=(Po, 'rounds'),
+            refine_steps=(I, 'refine_steps'), device=(RT, 'device'))),
         (simulate.simulate_dataset, dict(
             n_particles=(SIM, 'n_particles'), box=(SIM, 'box'), apix=(SIM, 'apix'),
             snr=(SIM, 'snr'), motion=(SIM, 'motion'), population=(SIM, 'population'),
