@@ -150,7 +150,13 @@ def test_gauss_newton_refinement_stops_early_at_the_optimum(trained):
     assert tight_info['iterations'].sum() > info['iterations'].sum()
     assert np.median(o_tight - o_gn) <= 0.0
     # refilled small batches: each particle is refined independently (up to
-    # float rounding, which can flip an accept or stop decision near a tie)
+    # float rounding, which can flip an accept or stop decision near a tie and
+    # move the latent along a direction the image hardly constrains): the
+    # same latent for most particles, and the same objective (same criterion
+    # as the polishing descent above) for almost all of them
     same = np.abs(z_small - z_gn).max(1) < 1e-3
-    assert same.mean() >= 0.85, np.abs(z_small - z_gn).max(1)
+    assert same.mean() >= 0.75, np.abs(z_small - z_gn).max(1)
+    o_small = _objective(model, sub, z_small)
+    assert np.median(np.abs(o_small - o_gn)) < 1e-3, np.sort(o_small - o_gn)
+    assert np.mean(np.abs(o_small - o_gn) < 0.03) >= 0.9, np.sort(o_small - o_gn)
     assert small_info['converged'].mean() >= 0.95
