@@ -77,15 +77,9 @@ def test_poses_with_a_model_round_trip_relion_sign(tmp_path):
     rotations closer to the simulated truth than the input's."""
     import starfile
     from continuousflex_geodl.core import engine
-    from continuousflex_geodl.core.simulate import simulate_dataset
-    sim = str(tmp_path / 'sim')
-    paths = simulate_dataset(sim, n_particles=48, box=32, apix=APIX, snr=10.0,
-                             population='grid', n_states=1, sigma=4.0, seed=5)
-    gt = np.load(paths['ground_truth'])
-    ps = load_particles(paths['particles_star'])
-    rng = np.random.default_rng(2)
+    from continuousflex_geodl.tests.core.test_poses import simulated_with_shifted_origins
+    sim, gt, ps = simulated_with_shifted_origins(tmp_path, 48)
     ps.euler = _rotate(gt['euler'], 3.0, seed=6)
-    ps.shifts = gt['shifts'] + rng.choice([-1.0, 1.0], size=(len(ps), 2))
     bad_star = write_star(str(tmp_path / 'perturbed.star'), ps)
     bad = load_particles(bad_star)
     ref = build_reference(os.path.join(sim, 'reference.npz'))

@@ -176,20 +176,27 @@ def test_posed_star_to_scipion_alignment_keeps_the_shift_sign(clean, tmp_path):
         np.testing.assert_allclose(t, ps.shifts[i], atol=1e-4)
 
 
+
+def simulated_with_shifted_origins(tmp_path, n_particles):
+    """A simulated homogeneous set (32 px, SNR 10) whose particles' origins are
+    moved by +-1 A in x and y: (simulation folder, ground truth, particles)."""
+    from continuousflex_geodl.core.simulate import simulate_dataset
+    sim = str(tmp_path / 'sim')
+    paths = simulate_dataset(sim, n_particles=n_particles, box=32, apix=APIX, snr=10.0,
+                             population='grid', n_states=1, sigma=4.0, seed=5)
+    gt = np.load(paths['ground_truth'])
+    ps = load_particles(paths['particles_star'])
+    rng = np.random.default_rng(2)
+    ps.shifts = gt['shifts'] + rng.choice([-1.0, 1.0], size=(len(ps), 2))
+    return sim, gt, ps
+
 def test_training_pose_refinement_exports_origins_with_relion_sign(tmp_path):
     """``train --refine-poses`` on particles whose star origins were perturbed by
     +-1 A: refined_particles.star and refined_poses.npz carry origins (RELION
     sign) that moved towards the simulated truth, and agree with each other."""
     import starfile
     from continuousflex_geodl.core import engine
-    from continuousflex_geodl.core.simulate import simulate_dataset
-    sim = str(tmp_path / 'sim')
-    paths = simulate_dataset(sim, n_particles=64, box=32, apix=APIX, snr=10.0,
-                             population='grid', n_states=1, sigma=4.0, seed=5)
-    gt = np.load(paths['ground_truth'])
-    ps = load_particles(paths['particles_star'])
-    rng = np.random.default_rng(2)
-    ps.shifts = gt['shifts'] + rng.choice([-1.0, 1.0], size=(len(ps), 2))
+    sim, gt, ps = simulated_with_shifted_origins(tmp_path, 64)
     bad_star = str(tmp_path / 'perturbed.star')
     write_star(bad_star, ps)
     bad = load_particles(bad_star)
