@@ -21,16 +21,29 @@ VIEWS = ((0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (90.0, 90.0, 0.0))
 
 
 def render_views(positions, amplitudes, sigma, box, apix, views=VIEWS):
-    """(M, V, D, D) float32 projections of each structure along each view."""
+    """(M, V, D, D) float32 projections of each structure along each view.
+
+    ``positions`` (M, N, 3); ``amplitudes`` (N,) for every structure (or
+    broadcastable to it) or (M, N), row m for structure m.
+    """
     import torch
     rots = torch.as_tensor(np.stack([euler_to_matrix(*v) for v in views]),
                            dtype=torch.float32)
-    amps = torch.as_tensor(np.asarray(amplitudes, dtype=np.float32))
+    positions = np.asarray(positions, dtype=np.float32)
+    amps = np.asarray(amplitudes, dtype=np.float32)
+    if amps.ndim == 2 and amps.shape[0] == 1:
+        amps = amps[0]
+    if amps.ndim == 2 and amps.shape != positions.shape[:2]:
+        raise ValueError('render_views: amplitudes %s for %d structures of %d atoms'
+                         % (amps.shape, len(positions), positions.shape[1]))
+    per_frame = amps.ndim == 2
+    amps = torch.as_tensor(amps)
     frames = []
     with torch.no_grad():
-        for p in np.asarray(positions, dtype=np.float32):
+        for m, p in enumerate(positions):
             pos = torch.as_tensor(p)
-            frames.append(project(pos, amps, float(sigma), rots, box, apix).numpy())
+            frames.append(project(pos, amps[m] if per_frame else amps, float(sigma), rots,
+                                  box, apix).numpy())
     return np.stack(frames)
 
 
@@ -44,8 +57,10 @@ def write_projection_gif(path, positions, amplitudes, sigma, box, apix,
                          duration_ms=120, upscale=3, bounce=True):
     """Write an animated GIF of the path; returns the number of frames.
 
-    Each frame shows the structure's projections along ``VIEWS`` side by
-    side, all frames on one grey scale so motion (not contrast) is seen.
+    ``positions`` (M, N, 3); ``amplitudes`` (N,) or (M, N) (those of frame
+    m in row m, e.g. when they depend on the latent point).  Each frame
+    shows the structure's projections along ``VIEWS`` side by side, all
+    frames on one grey scale so motion (not contrast) is seen.
     """
     from PIL import Image
     frames = _to_uint8(render_views(positions, amplitudes, sigma, box, apix))

@@ -185,16 +185,24 @@ def decode_volumes(model, z, box=None, apix=None):
 
 
 def make_decoder(model_dir, device='cpu', volumes=True):
-    """dict(decode_fn, volume_fn, apix, amplitudes, model) of the trained model
-    in ``model_dir`` (what ``landscape.series.decode_series`` and the
-    landscape commands decode latents with); None without ``model_dir``."""
+    """dict(decode_fn, volume_fn, apix, amplitudes, amplitude_fn, model) of the
+    trained model in ``model_dir`` (what ``landscape.series.decode_series``
+    and the landscape commands decode latents with); None without
+    ``model_dir``.
+
+    ``amplitude_fn(z (M, K)) -> (M, N)``: the pseudo-atom amplitudes at each
+    latent point (they depend on z with ``learn_amplitudes`` or
+    ``dec_amplitudes``); ``amplitudes`` (N,): those at z = 0 (kept for
+    callers that need one vector).
+    """
     if not model_dir:
         return None
     model = load_model(model_dir, device=device)
     amp = decode_amplitudes(model, np.zeros((1, model.zdim), np.float32))[0]
     return dict(decode_fn=lambda z: decode_positions(model, z),
                 volume_fn=(lambda z: decode_volumes(model, z)) if volumes else None,
-                apix=float(model.apix), amplitudes=amp, model=model)
+                apix=float(model.apix), amplitudes=amp,
+                amplitude_fn=lambda z: decode_amplitudes(model, z), model=model)
 
 
 def _latent_cost(prior, z):

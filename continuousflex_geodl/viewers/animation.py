@@ -49,12 +49,16 @@ def model_render_settings(model_dir):
 
 
 def read_path_pdb(pdb):
-    """(M, N, 3) positions (A) and (N,) amplitudes (B factors) of a multi-model PDB."""
+    """(M, N, 3) positions (A) and amplitudes (B factors) of a multi-model PDB:
+    (N,) when every model has the same, else (M, N), one row per model (a
+    model whose amplitudes depend on the latent point)."""
     from ..core.structure import read_pdb
-    pos, b = read_pdb(pdb, return_bfactors=True)
+    pos, b = read_pdb(pdb, return_bfactors='all')
     amp = np.asarray(b, np.float32)
     if not np.any(amp > 0):  # no amplitudes stored: equal weights
         amp = np.ones(pos.shape[1], np.float32)
+    elif np.all(amp == amp[:1]):
+        amp = amp[0]
     return pos.astype(np.float32), np.clip(amp, 0.0, None)
 
 

@@ -79,15 +79,18 @@ def run_core(args):
 
 
 def _animate(model, path_dir, particles):
-    """GIF of the decoded path structures and a ChimeraX script for its MRC series."""
+    """GIF of the decoded path structures and a ChimeraX script for its MRC
+    series; each frame rendered with the model's amplitudes at its path point
+    (they depend on it for a model with ``learn_amplitudes``)."""
     from ..animate import write_chimerax_script, write_projection_gif
     from ..artifacts import ModelDir, PathDir
+    from ..inference import make_decoder
     from ..particles import load_particles
     from ..structure import read_pdb
     pset = load_particles(particles)
-    ref = ModelDir(model).read_reference()
-    amps, sigma = ref['amplitudes'], float(ref['sigma'])
+    sigma = float(ModelDir(model).read_reference()['sigma'])
     pdir = PathDir(path_dir)
+    amps = make_decoder(model, volumes=False)['amplitude_fn'](pdir.latents())
     positions = read_pdb(pdir.structure_files('pdb')[0])
     gif = os.path.join(path_dir, 'path.gif')
     write_projection_gif(gif, positions, amps, sigma, pset.box, pset.apix)

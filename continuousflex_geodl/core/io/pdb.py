@@ -43,8 +43,8 @@ def _atoms(model):
 
 def read_pdb(path, return_bfactors=False):
     """All models' atom positions of a PDB/mmCIF file -> (M, N, 3) A
-    (and (N,) B-factors of the first model if ``return_bfactors``); atoms in
-    file order."""
+    (and (N,) B-factors of the first model if ``return_bfactors``, (M, N)
+    those of every model if it is ``'all'``); atoms in file order."""
     st = read_structure(path, 'PDB file', merge_chain_parts=False)
     models = [np.array([(a.pos.x, a.pos.y, a.pos.z) for a in _atoms(mdl)]) for mdl in st]
     if not models or not len(models[0]):
@@ -52,6 +52,8 @@ def read_pdb(path, return_bfactors=False):
     if len({len(m) for m in models}) > 1:
         raise ValueError('The models of %s have different numbers of atoms' % path)
     pos = np.stack(models)
+    if return_bfactors == 'all':
+        return pos, np.array([[a.b_iso for a in _atoms(mdl)] for mdl in st])
     if return_bfactors:
         return pos, np.array([a.b_iso for a in _atoms(st[0])])
     return pos

@@ -337,8 +337,8 @@ class Explorer:
 
     # ------------------------------------------------------------ decoding
     def decoder(self):
-        """dict(decode_fn, volume_fn, apix, amplitudes, model) of the model
-        (``inference.make_decoder``), loaded on first use; None
+        """dict(decode_fn, volume_fn, apix, amplitudes, amplitude_fn, model) of
+        the model (``inference.make_decoder``), loaded on first use; None
         without a model."""
         if self.model is None:
             return None
@@ -370,7 +370,7 @@ class Explorer:
         self.last_volume = None
         if dec is not None:
             res = decode_series(zq[None], dec['decode_fn'], folder, name,
-                                volume_fn=dec['volume_fn'], amplitudes=dec['amplitudes'],
+                                volume_fn=dec['volume_fn'], amplitudes=_amplitudes(dec),
                                 apix=dec['apix'])
             info['pdb'], info['mrc'] = res['pdb'], res['mrc'][0] if res['mrc'] else None
             if info['mrc']:
@@ -521,11 +521,11 @@ class Explorer:
             from ..animate import write_chimerax_script, write_projection_gif
             from .series import decode_series
             res = decode_series(lat, dec['decode_fn'], pdir.path, pdir.STRUCTURES,
-                                volume_fn=dec['volume_fn'], amplitudes=dec['amplitudes'],
+                                volume_fn=dec['volume_fn'], amplitudes=_amplitudes(dec),
                                 apix=dec['apix'])
             m = dec['model']
             gif = os.path.join(pdir.path, 'path.gif')
-            frames = write_projection_gif(gif, res['positions'], dec['amplitudes'],
+            frames = write_projection_gif(gif, res['positions'], res['amplitudes'],
                                           float(m.sigma.item()), int(m.box), float(m.apix))
             cxc = write_chimerax_script(os.path.join(pdir.path, 'path.cxc'), res['mrc'])
             info['files'] = dict(pdb=res['pdb'], mrc=res['mrc'], gif=gif, gif_frames=frames,
@@ -896,6 +896,13 @@ def _temperature(view):
 def _finite(v):
     v = float(v)
     return v if np.isfinite(v) else None
+
+
+def _amplitudes(dec):
+    """What ``decode_series`` gets as amplitudes from a decoder dict: its
+    ``amplitude_fn`` (the amplitudes at each latent point), else the single
+    vector ``amplitudes``."""
+    return dec.get('amplitude_fn') or dec.get('amplitudes')
 
 
 def _subsample(n, max_points, seed):

@@ -44,7 +44,9 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an
     optional dict(decode_fn=..., volume_fn=..., apix=..., amplitudes=...,
-    sigma=..., box=...) to write the structures at the state centres.
+    amplitude_fn=..., sigma=..., box=...) to write the structures at the
+    state centres (``amplitude_fn(z)``, when given, the amplitudes at each
+    point; ``series.decode_series``).
     ``latent_dG``: also dG of every particle directly in latent space
     (``latent_dG.npz``; a KDE of 5,000 particles evaluated at all N, with
     ``latent_boot`` bootstrap replicates for its error).  ``smooth``: steps of
@@ -105,7 +107,8 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
         log('landscape: decoding the %d state centres' % st.n_states)
         res = decode_series(st.centres, decoder['decode_fn'], land.structures_dir,
                             land.STRUCTURES, volume_fn=decoder.get('volume_fn'),
-                            amplitudes=decoder.get('amplitudes'), sigma=decoder.get('sigma'),
+                            amplitudes=decoder.get('amplitude_fn') or decoder.get('amplitudes'),
+                            sigma=decoder.get('sigma'),
                             box=decoder.get('box'), apix=decoder.get('apix'))
         files['decoded'] = dict(pdb=os.path.relpath(res['pdb'], out),
                                 mrc=[os.path.relpath(p, out) for p in res['mrc']])
@@ -230,7 +233,8 @@ def compute_path(z, out, kind='density', landscape=None, from_state=None, to_sta
         log('path: decoding %d structures' % len(lat))
         res = decode_series(lat, decoder['decode_fn'], out, pdir.STRUCTURES,
                             volume_fn=decoder.get('volume_fn'),
-                            amplitudes=decoder.get('amplitudes'), sigma=decoder.get('sigma'),
+                            amplitudes=decoder.get('amplitude_fn') or decoder.get('amplitudes'),
+                            sigma=decoder.get('sigma'),
                             box=decoder.get('box'), apix=decoder.get('apix'))
         info['files'] = dict(pdb=os.path.basename(res['pdb']),
                              mrc=[os.path.basename(q) for q in res['mrc']])

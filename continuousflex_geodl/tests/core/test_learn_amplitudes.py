@@ -11,7 +11,13 @@ compositional heterogeneity.
 * model folders written before the option (config schema 3) still load,
   without learned amplitudes;
 * ``decode`` writes the learned amplitudes (PDB occupancy and B-factor,
-  amplitudes.npy) and renders the volumes with them.
+  amplitudes.npy) and renders the volumes with them;
+* the structures of the landscape (``decode_series``, state centres, paths,
+  the explorer's points and path GIF, ``make_decoder``'s ``amplitude_fn``)
+  carry the amplitudes decoded at their own latent point (ground truth:
+  ``FlexModel.decode`` of each row alone, ``render_volume`` / ``project``
+  of that row); with amplitudes independent of z the files are the same
+  as with the single amplitudes vector.
 """
 import json
 import os
@@ -202,3 +208,174 @@ def test_decode_writes_the_learned_amplitudes(tmp_path):
     mass = np.array([read_mrc(f)[0].sum() for f in dd.volume_files()])
     weights = (amp[None] * expect).sum(1)
     np.testing.assert_allclose(mass / mass[0], weights / weights[0], rtol=2e-3)
+
+
+# --------------------------------- landscape structures at each latent point --
+@pytest.fixture(scope='module')
+def varying_model(tmp_path_factory):
+    """(folder, model) of a learned-amplitude model whose amplitude head has
+    random weights, so that the amplitudes clearly change with z."""
+    from continuousflex_geodl.core import settings as S
+    from continuousflex_geodl.core.inference import load_model
+    model, pos, amp = _build(True, n=40)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        for prm in model.decoder.amplitude_head.parameters():
+            prm.normal_(0, 3.0)
+    cfg = S.with_provenance(dict(model.config, **S.TrainSettings.defaults()), ['test'])
+    md = _write_folder(tmp_path_factory.mktemp('varying') / 'model', model, cfg)
+    return md.path, load_model(md.path)
+
+
+def _truth(model, z):
+    """Positions (M, N, 3) and amplitudes (M, N) decoded at each latent row
+    on its own (``FlexModel.decode`` of a batch of one)."""
+    pos, amp = [], []
+    with torch.no_grad():
+        for row in np.asarray(z, np.float32):
+            p, a = model.decode(torch.as_tensor(row[None]))
+            pos.append(p[0].numpy())
+            amp.append(np.broadcast_to(a.numpy(), (1, p.shape[1]))[0])
+    return np.stack(pos), np.stack(amp)
+
+
+def _pdb_bfactors(path):
+    from continuousflex_geodl.core.structure import read_pdb
+    return read_pdb(path, return_bfactors='all')[1]
+
+
+def _views_at(pos, amp, sigma, box, apix):
+    """(V, D, D) projections of one cloud along ``animate.VIEWS``, straight
+    from ``render.project``."""
+    from continuousflex_geodl.core.animate import VIEWS
+    from continuousflex_geodl.core.geometry import euler_to_matrix
+    from continuousflex_geodl.core.render import project
+    rots = torch.as_tensor(np.stack([euler_to_matrix(*v) for v in VIEWS]), dtype=torch.float32)
+    with torch.no_grad():
+        return project(torch.as_tensor(pos), torch.as_tensor(amp), sigma, rots, box,
+                       apix).numpy()
+
+
+def _assert_rows_differ(amp, min_diff=0.1):
+    for a in range(len(amp)):
+        for b in range(a):
+            assert np.abs(amp[a] - amp[b]).max() > min_diff
+
+
+def test_series_and_animation_carry_the_amplitudes_of_each_latent_point(varying_model,
+                                                                        tmp_path):
+    """decode_series with make_decoder's amplitude_fn: PDB model m's B factors,
+    rendered map m and projection frame m are those of latent row m, not of
+    z = 0 (``make_decoder``'s single ``amplitudes``)."""
+    from continuousflex_geodl.core.animate import render_views, write_projection_gif
+    from continuousflex_geodl.core.inference import make_decoder
+    from continuousflex_geodl.core.io.mrc import read_mrc
+    from continuousflex_geodl.core.landscape.series import decode_series
+    from continuousflex_geodl.core.render import render_volume
+    folder, model = varying_model
+    dec = make_decoder(folder)
+    z = np.array([[0, 0], [2.5, -1], [-2, 2]], np.float32)
+    pos, amp = _truth(model, z)
+    _assert_rows_differ(amp)
+    np.testing.assert_allclose(dec['amplitudes'], amp[0], rtol=1e-6)  # z = 0: row 0
+    sigma, box, apix = float(model.config['sigma']), 32, 4.0
+    res = decode_series(z, dec['decode_fn'], str(tmp_path), 'path',
+                        amplitudes=dec['amplitude_fn'], sigma=sigma, box=box, apix=apix)
+    np.testing.assert_allclose(res['positions'], pos, atol=1e-5)
+    np.testing.assert_allclose(res['amplitudes'], amp, rtol=1e-6)
+    np.testing.assert_allclose(_pdb_bfactors(res['pdb']), amp, atol=0.006)  # 2 decimals
+    frames = render_views(res['positions'], res['amplitudes'], sigma, box, apix)
+    for m in range(len(z)):
+        with torch.no_grad():
+            want = [render_volume(torch.as_tensor(pos[m]), torch.as_tensor(amp[j]), sigma,
+                                  box, apix).numpy() for j in (m, m - 1)]
+        vol = read_mrc(res['mrc'][m])[0]
+        np.testing.assert_allclose(vol, want[0], rtol=1e-4, atol=1e-6 * want[0].max())
+        assert np.abs(vol - want[1]).max() > 0.01 * want[0].max()  # row m-1's amplitudes
+        views = [_views_at(pos[m], amp[j], sigma, box, apix) for j in (m, m - 1)]
+        np.testing.assert_allclose(frames[m], views[0], rtol=1e-4, atol=1e-6 * views[0].max())
+        assert np.abs(frames[m] - views[1]).max() > 0.01 * views[0].max()
+    # (M, N) amplitudes of the wrong number of rows are refused
+    with pytest.raises(ValueError, match='amplitudes'):
+        decode_series(z, dec['decode_fn'], str(tmp_path), 'bad', amplitudes=amp[:2])
+    with pytest.raises(ValueError, match='amplitudes'):
+        render_views(pos, amp[:2], sigma, box, apix)
+    assert write_projection_gif(str(tmp_path / 'path.gif'), pos, amp, sigma, box, apix) == 4
+
+
+def test_landscape_states_paths_and_explorer_decode_the_amplitudes_at_each_point(
+        varying_model, tmp_path, monkeypatch):
+    """landscape analyze (state centres), path and the explorer's path (PDB
+    and GIF frames) with a model whose amplitudes depend on z: the
+    amplitudes of each structure are those decoded at its own latent."""
+    from continuousflex_geodl.core import animate
+    from continuousflex_geodl.core.artifacts import PathDir
+    from continuousflex_geodl.core.inference import make_decoder
+    from continuousflex_geodl.core.landscape import pipeline as P
+    from continuousflex_geodl.core.landscape.explore import Explorer
+    folder, model = varying_model
+    z = (np.random.default_rng(4).normal(size=(300, 2)) * [1.5, 0.6]).astype(np.float32)
+    dec = make_decoder(folder, volumes=False)
+    P.analyze(z, str(tmp_path / 'land'), n_states=2, method='kmeans', n_boot=0, fe_boot=0,
+              decoder=dec)
+    cen = np.load(str(tmp_path / 'land' / 'state_centres.npy'))
+    amp = _truth(model, cen)[1]
+    _assert_rows_differ(amp)
+    np.testing.assert_allclose(_pdb_bfactors(str(tmp_path / 'land' / 'states' / 'states.pdb')),
+                               amp, atol=0.006)
+    P.compute_path(z, str(tmp_path / 'path'), kind='pca', n_points=4, decoder=dec)
+    amp = _truth(model, PathDir(str(tmp_path / 'path')).latents())[1]
+    _assert_rows_differ(amp)
+    np.testing.assert_allclose(_pdb_bfactors(str(tmp_path / 'path' / 'path.pdb')), amp,
+                               atol=0.006)
+    # the explorer: its path's PDB and the amplitudes its GIF is rendered with
+    seen = []
+    real_gif = animate.write_projection_gif
+
+    def spy(path, positions, amplitudes, *args, **kw):
+        seen.append((np.array(positions), np.array(amplitudes), args[:3]))
+        return real_gif(path, positions, amplitudes, *args, **kw)
+
+    monkeypatch.setattr(animate, 'write_projection_gif', spy)
+    ex = Explorer(z, model=folder, out=str(tmp_path / 'ex'), chimerax=False, path_points=4)
+    lo, hi = np.percentile(ex.view.y, [10, 90], axis=0)
+    info = ex.make_path(vertices=[lo, hi])
+    pdir = PathDir(info['folder'])
+    pos, amp = _truth(model, pdir.latents())
+    _assert_rows_differ(amp)
+    np.testing.assert_allclose(_pdb_bfactors(os.path.join(pdir.path, 'path.pdb')), amp,
+                               atol=0.006)
+    (gpos, gamp, (sigma, box, apix)), = seen
+    np.testing.assert_allclose(gamp, amp, rtol=1e-6)
+    frames = animate.render_views(gpos, gamp, sigma, box, apix)
+    for m in range(len(amp)):
+        np.testing.assert_allclose(frames[m], _views_at(pos[m], amp[m], sigma, box, apix),
+                                   rtol=1e-4, atol=1e-6 * frames[m].max())
+    point = ex.decode_point(hi)
+    amp = _truth(model, np.asarray(point['latent'], np.float32)[None])[1]
+    np.testing.assert_allclose(_pdb_bfactors(point['pdb']), amp, atol=0.006)
+
+
+def test_amplitudes_independent_of_z_give_the_same_files_as_before(tmp_path):
+    """An ordinary model: decode_series with make_decoder's amplitude_fn writes
+    exactly the files it wrote with the single amplitudes vector, and frames
+    rendered with (M, N) equal rows equal those rendered with (N,)."""
+    from continuousflex_geodl.core import settings as S
+    from continuousflex_geodl.core.animate import render_views
+    from continuousflex_geodl.core.inference import make_decoder
+    from continuousflex_geodl.core.landscape.series import decode_series
+    model, pos, amp = _build(False, n=40)
+    cfg = S.with_provenance(dict(model.config, **S.TrainSettings.defaults()), ['test'])
+    md = _write_folder(tmp_path / 'model', model, cfg)
+    dec = make_decoder(md.path, volumes=False)
+    z = np.array([[0, 0], [2.5, -1], [-2, 2]], np.float32)
+    np.testing.assert_array_equal(dec['amplitude_fn'](z), np.tile(amp, (3, 1)))
+    sigma = float(model.config['sigma'])
+    files = []
+    for name, a in (('vector', dec['amplitudes']), ('function', dec['amplitude_fn'])):
+        res = decode_series(z, dec['decode_fn'], str(tmp_path / name), 'path', amplitudes=a,
+                            sigma=sigma, box=32, apix=4.0)
+        files.append([open(f, 'rb').read() for f in [res['pdb']] + res['mrc']])
+        frames = render_views(res['positions'], res['amplitudes'], sigma, 32, 4.0)
+        files[-1].append(frames.tobytes())
+    assert len(files[0]) == 5 and files[0] == files[1]

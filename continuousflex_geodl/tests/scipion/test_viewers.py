@@ -176,6 +176,19 @@ def _write_path_files(folder, m=4, box=24, apix=2.0):
     return pdb, vols, pos, amp
 
 
+def test_read_path_pdb_keeps_each_models_amplitudes(tmp_path):
+    """Amplitudes that change along the path (a model with learned amplitudes)
+    come back one row per model; equal rows as one (N,) vector."""
+    from continuousflex_geodl.core.structure import write_pdb
+    pos = np.random.default_rng(5).normal(0, 4, (3, 12, 3))
+    amp = np.random.default_rng(6).uniform(0.1, 1.0, (3, 12))
+    _, ramp = animation.read_path_pdb(write_pdb(str(tmp_path / 'a.pdb'), pos, amp))
+    np.testing.assert_allclose(ramp, amp, atol=0.006)  # PDB: 2 decimals
+    _, ramp = animation.read_path_pdb(write_pdb(str(tmp_path / 'b.pdb'), pos, amp[1]))
+    assert ramp.shape == (12,)
+    np.testing.assert_allclose(ramp, amp[1], atol=0.006)
+
+
 def test_model_render_settings_prefer_the_learned_width(tmp_path):
     model = _write_model(str(tmp_path / 'model'), sigma_history=2.7, box=24, apix=2.0)
     assert animation.model_render_settings(model) == (2.7, 24, 2.0)
