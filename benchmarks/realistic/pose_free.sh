@@ -25,7 +25,7 @@ print(sys.argv[1], errors(p.euler, p.shifts, gt, np.arange(len(p))))
 PYEOF
 }
 "$PY" -m continuousflex_geodl poses --particles "$src/particles.star" --reference "$src/reference_closed.pdb" \
-    --out "$out/found/particles.star" $T > "$out/poses_global.log" 2>&1
+    --model-rounds 0 --out "$out/found/particles.star" $T > "$out/poses_global.log" 2>&1
 score_poses "$out/found/particles.star"
 "$PY" -m continuousflex_geodl train --particles "$out/found/particles.star" --reference "$src/reference_closed.pdb" \
     --out "$out/model1" $T > "$out/train1.log" 2>&1

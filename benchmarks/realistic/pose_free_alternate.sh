@@ -20,7 +20,7 @@ pts = [z[np.argsort(np.abs(pc - np.percentile(pc, q)))[:50]].mean(0) for q in (5
 np.save(d + '/refs_latents.npy', np.array(pts))
 PYEOF
 "${P[@]}" decode --model "$D/model1" --latents "$D/refs_latents.npy" --out "$D/refs1" > "$D/decode1.log" 2>&1
-"${P[@]}" poses --particles "$src/particles.star" --reference "$D"/refs1/vol_00{0,1,2}.mrc \
+"${P[@]}" poses --particles "$src/particles.star" --reference "$D"/refs1/vol_00{0,1,2}.mrc --model-rounds 0 \
     --out "$D/multi_all/particles.star" $T > "$D/multi_all/poses.log" 2>&1
 "${P[@]}" train --particles "$D/multi_all/particles.star" --reference "$src/reference_closed.pdb" --out "$D/model3" $T > "$D/train3.log" 2>&1
 "${P[@]}" poses --particles "$D/multi_all/particles.star" --model "$D/model3" --out "$D/repaired2/particles.star" $T > "$D/repair2.log" 2>&1

@@ -169,7 +169,8 @@ def run_ours(a, spec):
     pop, box, snr, poses, ref = spec
     name = D.set_name(pop, box, snr, poses)
     sdir = os.path.join(a.work, name)
-    rdir = os.path.join(a.work, 'runs', '%s__ref_%s' % (name, ref))
+    rdir = os.path.join(a.work, 'runs', '%s__ref_%s%s' % (name, ref,
+                                                           getattr(a, 'run_suffix', '')))
     res_path = os.path.join(rdir, 'result.json')
     star = os.path.join(sdir, 'particles.star')
     model, z, land = (os.path.join(rdir, x) for x in ('model', 'z.npy', 'landscape'))

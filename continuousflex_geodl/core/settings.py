@@ -423,6 +423,12 @@ class PoseSettings(_Settings):
                            'poses (--local, --model); it halves down to final_step', 'deg')
     rounds: int = _f(1, 'with --model: rounds of pose repair (each after the first infers '
                      'the latents again at the repaired poses)')
+    model_rounds: int = _f(1, 'global search: rounds of search against structures learned '
+                           'from the particles, after the search against the reference (each '
+                           'round trains a model on the current poses, searches again against '
+                           '3 structures it decodes along its first latent axis, trains on '
+                           'those poses and repairs every pose against the particle\'s own '
+                           'structure); 0: the reference only')
 
 
 @dataclass(frozen=True)

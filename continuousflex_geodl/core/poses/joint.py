@@ -130,3 +130,46 @@ def repair_poses(pset, model, z=None, euler=None, shifts=None,
                            batch_size=batch_size, use_ctf=use_ctf, device=device, log=log)
         work.euler, work.shifts = res.euler, res.shifts
     return res, z
+
+
+#: percentiles of the latents' first principal axis at which ``axis_latents``
+#: places the structures of a pose-search round (the two ends and the middle)
+AXIS_PERCENTILES = (5.0, 50.0, 95.0)
+
+
+def axis_latents(z, percentiles=AXIS_PERCENTILES, n_near=50):
+    """Latent points (len(percentiles), K) along the first principal axis of
+    ``z`` (N, K): for each percentile of the particles' coordinate on that
+    axis, the mean latent of the ``n_near`` particles closest to it in that
+    coordinate (a local average, so that the point lies where particles are,
+    even on a curved manifold)."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError('axis_latents: need (N >= 2, K) latents, got %s' % (z.shape,))
+    zc = z - z.mean(0)
+    axis = np.linalg.svd(zc, full_matrices=False)[2][0]
+    coord = zc @ axis
+    n = max(1, min(int(n_near), len(z)))
+    return np.array([z[np.argsort(np.abs(coord - np.percentile(coord, q)))[:n]].mean(0)
+                     for q in percentiles], np.float32)
+
+
+def axis_volumes(model, z, percentiles=AXIS_PERCENTILES, n_near=50, box=None, apix=None):
+    """Maps (P, D, D, D) of the structures ``model`` decodes at
+    ``axis_latents(z)``, each superposed on the model's reference cloud (as
+    ``model_clouds``), so that poses found against them share the reference's
+    frame; on the particles' grid unless ``box`` / ``apix`` are given, scaled
+    like ``inference.decode_volumes``."""
+    import torch
+    from ..render import render_volume
+    box = model.box if box is None else int(box)
+    apix = model.apix if apix is None else float(apix)
+    pos, amp, sigma = model_clouds(model, axis_latents(z, percentiles, n_near))
+    scale = float(model.log_scale.exp().item())
+    vols = []
+    with torch.no_grad():
+        for i in range(len(pos)):
+            a = amp if amp.ndim == 1 else amp[i]
+            vols.append(render_volume(torch.as_tensor(pos[i]), torch.as_tensor(a), sigma,
+                                      box, apix).cpu().numpy() * scale)
+    return np.stack(vols).astype(np.float32)

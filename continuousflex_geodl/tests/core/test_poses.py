@@ -46,7 +46,7 @@ def clean(tmp_path_factory):
     rc = cli.main(['poses', '--particles', star,
                    '--reference', os.path.join(sim, 'reference.npz'), '--out', posed,
                    '--angular-step', '15', '--final-step', '2', '--candidates', '3',
-                   '--threads', '1'])
+                   '--model-rounds', '0', '--threads', '1'])
     assert rc == 0
     return dict(star=star, posed=posed, gt=gt,
                 ref=os.path.join(sim, 'reference.npz'))

@@ -309,7 +309,9 @@ FORM_SETTINGS = {
     'GeoDLProtPoses': dict(
         angularStep=(S.PoseSettings, 'angular_step'), finalStep=(S.PoseSettings, 'final_step'),
         candidates=(S.PoseSettings, 'candidates'), maxShift=(S.PoseSettings, 'max_shift'),
-        resolution=(S.PoseSettings, 'resolution'), nAtoms=(R, 'n_atoms')),
+        resolution=(S.PoseSettings, 'resolution'), nAtoms=(R, 'n_atoms'),
+        modelRounds=(S.PoseSettings, 'model_rounds'), roundEpochs=(T, 'epochs'),
+        localStep=(S.PoseSettings, 'local_step'), rounds=(S.PoseSettings, 'rounds')),
     'GeoDLProtValidate': dict(
         zdim=(M, 'zdim'), prior=(M, 'prior'), nmaModes=(M, 'nma_modes'), nAtoms=(R, 'n_atoms'),
         epochs=(T, 'epochs'), batchSize=(T, 'batch_size'), learningRate=(T, 'lr'),
@@ -331,6 +333,7 @@ FORM_NOT_SETTINGS = {
                         'maxDG', 'center', 'radius', 'idsFile'},
     'GeoDLProtCompareLandscapes': {'sourceA', 'attrA', 'sourceB', 'attrB', 'gtAttr'},
     'GeoDLProtHemnmaToFlex': {'source', 'attrName', 'xmdFile', 'xmdLabel'},
+    'GeoDLProtPoses': {'mode'},
 }
 
 
