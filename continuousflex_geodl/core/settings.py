@@ -412,7 +412,8 @@ class PoseSettings(_Settings):
     """Global pose search without starting angles (``poses``)."""
     angular_step: float = _f(10.0, 'angular step of the global orientation grid', 'deg')
     final_step: float = _f(1.0, 'stop the local refinement at this angular step', 'deg')
-    candidates: int = _f(5, 'distinct candidate poses refined per particle')
+    candidates: int = _f(5, 'distinct candidate poses refined per particle (with several '
+                         'references, shared among them: at least 2 each)')
     max_shift: float = _f(None, 'largest shift searched (unset: 5 pixels)', 'A')
     resolution: float = _f(None, 'highest resolution used (unset: where the pseudo-atoms '
                            'fall to 2% of their amplitude)', 'A')

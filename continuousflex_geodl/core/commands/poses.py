@@ -15,7 +15,9 @@ pseudo-atoms (at most every atom of a model): a finer reference gives more
 accurate poses.  With several --reference files (e.g. structures decoded at
 the states of a landscape, to pose a heterogeneous set again after
 training), each particle keeps the pose of the best-scoring reference
-(_cfgeodlPoseReference, 1-based).
+(_cfgeodlPoseReference, 1-based); the --candidates are shared among the
+references (at least 2 each), so that several cost about one search's local
+refinement.
 
 A single reference does not fit the particles of a heterogeneous sample in
 other conformations, and the global search against it gives them gross

