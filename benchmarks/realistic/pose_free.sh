@@ -15,14 +15,7 @@ for d in "$out/found" "$out/repaired"; do
 done
 T="--threads ${THREADS:-1}"
 score_poses() {  # STAR -> median / mean rotation and shift errors
-  "$PY" - "$1" "$src/ground_truth.npz" <<'PYEOF'
-import sys, numpy as np
-sys.path.insert(0, 'benchmarks/realistic')
-from pose_repair import errors
-from continuousflex_geodl.core.particles import load_particles
-p = load_particles(sys.argv[1]); gt = np.load(sys.argv[2])
-print(sys.argv[1], errors(p.euler, p.shifts, gt, np.arange(len(p))))
-PYEOF
+  "$PY" "$here/score_poses.py" "$1" "$src/ground_truth.npz"
 }
 "$PY" -m continuousflex_geodl poses --particles "$src/particles.star" --reference "$src/reference_closed.pdb" \
     --model-rounds 0 --out "$out/found/particles.star" $T > "$out/poses_global.log" 2>&1

@@ -17,14 +17,7 @@ ln -sf "$src/ground_truth.npz" "$out/ground_truth.npz"
     --reference "$src/reference_closed.pdb" --out "$out/model" $T > "$out/train.log" 2>&1
 "${P[@]}" infer --model "$out/model" --particles "$out/posed.star" --out "$out/z.npy" $T > "$out/infer.log" 2>&1
 for s in posed_rounds/search_reference.star posed_rounds/round1/search.star posed.star; do
-  "$PY" - "$out/$s" "$src/ground_truth.npz" <<'PYEOF'
-import sys, numpy as np
-sys.path.insert(0, 'benchmarks/realistic')
-from pose_repair import errors
-from continuousflex_geodl.core.particles import load_particles
-p = load_particles(sys.argv[1]); gt = np.load(sys.argv[2])
-print(sys.argv[1], errors(p.euler, p.shifts, gt, np.arange(len(p))))
-PYEOF
+  "$PY" "$here/score_poses.py" "$out/$s" "$src/ground_truth.npz"
 done
 "$PY" "$here/score_latents.py" "$out/z.npy" "$src/ground_truth.npz"
 uptime

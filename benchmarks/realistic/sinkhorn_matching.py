@@ -126,6 +126,18 @@ def uniform_rotations(rng, n):
     return e
 
 
+def draw_poses(rng, pset, n, batch, known, shift_sd):
+    """Poses and CTF rows of a simulated batch: (euler, shifts, ctf rows, rows
+    of the known poses or None).  Known: the poses and CTFs of random
+    particles; otherwise uniform rotations, Gaussian shifts (sd ``shift_sd``
+    A) and the CTFs of random particles."""
+    if known:
+        js = rng.choice(n, batch, replace=False)
+        return pset.euler[js], pset.shifts[js], js, js
+    return (uniform_rotations(rng, batch), rng.normal(0, shift_sd, (batch, 2)),
+            rng.integers(0, n, batch), None)
+
+
 class Simulator:
     """Images of decoded clouds on the d-px crop, in noise-sd units."""
 
@@ -215,13 +227,7 @@ def train_sinkhorn(a):
             grp['lr'] = lr
         ir = rng.choice(n, a.batch, replace=False)
         xr = feats[ir]
-        if known:
-            js = rng.choice(n, a.batch, replace=False)
-            e, t, ci = pset.euler[js], pset.shifts[js], js
-        else:
-            e = uniform_rotations(rng, a.batch)
-            t = rng.normal(0, a.shift_sd, (a.batch, 2))
-            ci = rng.integers(0, n, a.batch)
+        e, t, ci, js = draw_poses(rng, pset, n, a.batch, known, a.shift_sd)
         z = torch.randn(a.batch, model.zdim, generator=gen)
         pos, amp = model.decode(z)
         xs = sim.clean(pos, amp, e, t, ci) + sim.noise(a.batch, gen)
@@ -480,13 +486,8 @@ def probe(a):
         with torch.no_grad():
             for r in range(a.reps):
                 ir = rng.choice(n, a.batch, replace=False)
-                if a.poses == 'known':
-                    js = rng.choice(n, a.batch, replace=False)
-                    e, t, ci = pset.euler[js], pset.shifts[js], js
-                else:
-                    e = uniform_rotations(rng, a.batch)
-                    t = rng.normal(0, a.shift_sd, (a.batch, 2))
-                    ci = rng.integers(0, n, a.batch)
+                e, t, ci, js = draw_poses(rng, pset, n, a.batch, a.poses == 'known',
+                                          a.shift_sd)
                 xs = sim.clean(G(a.batch), base.ref_amp, e, t, ci) + k * sim.noise(a.batch, gen)
                 xr = feats[ir]
                 if pf_all is not None:
