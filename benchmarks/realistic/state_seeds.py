@@ -44,6 +44,9 @@ def main(argv=None):
     ap.add_argument('--first-seed', type=int, default=0)
     ap.add_argument('--threads', default='1')
     ap.add_argument('--work', default=R.WORK)
+    ap.add_argument('--tag', default='', help='run folder suffix before __seedS (a new '
+                    'default measured beside the old runs)')
+    ap.add_argument('--out', default=OUT, help='report path without extension')
     a = ap.parse_args(argv)
     a.force = a.rescore = False
     a.infer_extra = []
@@ -52,7 +55,7 @@ def main(argv=None):
         spec = parse_set(name) + (a.reference,)
         for s in range(a.first_seed, a.first_seed + a.seeds):
             a.train_extra = ['--seed', str(s)]
-            a.run_suffix = '__seed%d' % s
+            a.run_suffix = '%s__seed%d' % (a.tag, s)
             res = R.run_ours(a, spec)
             st = res['states']
             ok = st['n_states'] == 3 and st.get('max_population_error', 1.0) <= TOL
@@ -72,7 +75,7 @@ def main(argv=None):
 
 
 def write_report(rows, a):
-    with open(OUT + '.json', 'w') as f:
+    with open(a.out + '.json', 'w') as f:
         json.dump(rows, f, indent=1)
     lines = ['# States over training seeds (realistic sets)', '',
              'Command: `python benchmarks/realistic/state_seeds.py %s`' % ' '.join(sys.argv[1:]),
@@ -107,9 +110,9 @@ def write_report(rows, a):
             '%.3f (%d/%d)' % (np.mean(cov), sum(cov), len(cov)) if cov else '-',
             sp.mean(), sp.std(), kn.mean(), kn.std()))
     lines.append('')
-    with open(OUT + '.md', 'w') as f:
+    with open(a.out + '.md', 'w') as f:
         f.write('\n'.join(lines))
-    print('wrote', OUT + '.md')
+    print('wrote', a.out + '.md')
 
 
 if __name__ == '__main__':

@@ -8,9 +8,12 @@ build_reference`` (training, simulation with ``--structure``) and
 Rules
 -----
 * Size (``n_atoms=None``): one pseudo-atom per ``spacing^3`` of molecular
-  volume, ``spacing = max(3 apix, 4 A)`` (the images resolve about 2 apix;
-  one bead per ~1.5 resolution elements keeps rendering cheap while domains
-  stay well sampled), clipped to [``MIN_ATOMS``, ``MAX_ATOMS``].  The
+  volume, ``spacing = max(2 apix, 4 A)``: one bead per resolution element at
+  the particles' Nyquist (2 apix), so that the cloud represents the reference
+  to the resolution the images carry (AdK consensus map at 2 A/px: FSC 0.5 at
+  4.0 A, against 6.3 A with the former 3 apix rule, ``benchmarks/report/
+  realistic_gap.md``), never finer than 4 A (a few heavy atoms per bead);
+  clipped to [``MIN_ATOMS``, ``MAX_ATOMS``].  The
   molecular volume of atoms is the union of 3 A spheres around them; of a
   map, the volume of the voxels above the threshold.
 * Map threshold (``threshold=None``): 10 % of the 99.9th percentile of the
@@ -22,12 +25,17 @@ Rules
   the amplitude of a pseudo-atom is the mass of its Voronoi cell (atoms:
   atom masses; maps: sum = the thresholded map integral).
 * Width (``sigma=None``): half the median nearest-neighbour spacing of the
-  cloud, at least ``apix`` (``default_sigma``).
+  cloud, at least ``SIGMA_MIN_PX`` = 0.75 apix (``default_sigma``): a
+  Gaussian of that width keeps exp(-2 pi^2 0.75^2 / 4) = 6 % of its
+  amplitude at Nyquist, where a width of 1 apix keeps 0.7 %; much of what
+  tells neighbouring conformations apart lies there (``realistic_gap.md``).
 """
 import numpy as np
 from scipy.spatial import cKDTree
 
 MIN_ATOMS, MAX_ATOMS = 200, 20000
+#: narrowest automatic pseudo-atom width, in pixels of the particles
+SIGMA_MIN_PX = 0.75
 #: k-means runs of a reference fit (the lowest inertia is kept): one run of
 #: greedy k-means++ / Lloyd can leave two beads in one blob of density
 KMEANS_RESTARTS = 3
@@ -66,7 +74,7 @@ def molecular_volume(positions, probe=3.0, cell=2.0):
 
 
 def default_spacing(apix):
-    return max(3.0 * float(apix), 4.0)
+    return max(2.0 * float(apix), 4.0)
 
 
 def default_n_atoms(volume, apix):
@@ -76,10 +84,12 @@ def default_n_atoms(volume, apix):
 
 
 def default_sigma(positions, apix):
-    """Half the median nearest-neighbour spacing, at least ``apix``."""
+    """Half the median nearest-neighbour spacing, at least ``SIGMA_MIN_PX``
+    pixels."""
+    floor = SIGMA_MIN_PX * float(apix)
     if len(positions) < 2:
-        return float(apix)
-    return float(max(float(apix), 0.5 * median_spacing(positions)))
+        return floor
+    return float(max(floor, 0.5 * median_spacing(positions)))
 
 
 def parse_n_atoms(n_atoms):

@@ -853,3 +853,29 @@ def test_scipion_predict_validation(tmp_path, monkeypatch):
     assert any('box of 64 px' in e and 'resample the particles' in e for e in errors), errors
     assert any('1.0000 A/px' in e and 'resample the particles to 2.0000 A/px' in e
                for e in errors), errors
+
+
+def test_freed_memory_is_kept_for_reuse_unless_the_user_opts_out(monkeypatch):
+    """runtime.setup raises glibc's mmap / trim thresholds (rendering makes
+    many same-sized temporaries); CFGEODL_MALLOC_DEFAULTS=1 leaves them."""
+    import ctypes.util
+    import sys
+    monkeypatch.setenv(runtime.MALLOC_DEFAULTS_ENV, '1')
+    assert runtime.keep_freed_memory() is False
+    monkeypatch.delenv(runtime.MALLOC_DEFAULTS_ENV)
+    glibc = sys.platform.startswith('linux') and 'libc.so' in (ctypes.util.find_library('c') or '')
+    if not glibc:
+        pytest.skip('glibc only')
+    assert runtime.keep_freed_memory() is True
+    # a 64 MB buffer (above glibc's largest default mmap threshold, 32 MB)
+    # freed and allocated again: its pages are reused, not faulted in anew
+    import resource
+    import numpy as np
+    n = 64 << 20
+    np.ones(n, np.uint8)  # allocated, touched, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.ones(n, np.uint8)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert int(a.sum()) == n
+    # (glibc's defaults: a fresh mmap, 544 faults here even with huge pages)
+    assert faults < 16, faults

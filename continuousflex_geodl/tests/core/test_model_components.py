@@ -229,14 +229,14 @@ def test_sinkhorn_of_a_translation():
 def test_reference_from_atoms_sizes_and_keeps_small_models():
     from continuousflex_geodl.core.models import reference as refmod
     rng = np.random.default_rng(0)
-    # a 60 A globule of atoms 1.5 A apart: coarse-grained to ~ V / (3 apix)^3
+    # a 60 A globule of atoms 1.5 A apart: coarse-grained to ~ V / max(2 apix, 4 A)^3
     pos = rng.uniform(-30, 30, (40000, 3))
     pos = pos[np.linalg.norm(pos, axis=1) < 30][:8000]
     ref = refmod.from_atoms(pos, np.ones(len(pos)), apix=2.0)
     vol = refmod.molecular_volume(pos)
     assert abs(vol - 4 / 3 * np.pi * 33 ** 3) / vol < 0.25  # probe 3 A widens the ball
     assert len(ref.positions) == refmod.default_n_atoms(vol, 2.0)
-    assert 200 <= len(ref.positions) < 800
+    assert 1500 < len(ref.positions) < 3500  # 4/3 pi 33^3 / 4^3 ~ 2350
     assert abs(ref.amplitudes.mean() - 1) < 1e-5
     # explicit sizes; 'all' / a model already smaller than asked keeps atom order
     small = pos[:150]

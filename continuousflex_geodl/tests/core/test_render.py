@@ -51,6 +51,43 @@ def test_single_atom_projection_is_the_analytic_gaussian():
     assert divmod(int(img.argmax()), box) == (box // 2 - 2, box // 2 + 3)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_windowed_projection_is_the_direct_sum_of_every_gaussian(dtype):
+    """Only pixels within reach of each image's atoms are computed: the image
+    (and its gradients) must equal the sum over every atom at every pixel,
+    written out here in numpy, for compact clouds, a cloud spread over the
+    whole box and atoms beyond the box edge."""
+    box, apix, sigma = 40, 2.0, 1.6
+    c = (np.arange(box) - box // 2) * apix
+    rng = np.random.default_rng(4)
+    pos, amp = _cloud(60, 12.0, 1, dtype)
+    spread = torch.tensor(rng.uniform(-45, 45, (60, 3)), dtype=dtype)  # beyond the +-40 A box
+    for cloud in (pos, spread):
+        R = _rotations(5, 2, dtype)
+        t = torch.tensor(rng.normal(size=(5, 2)) * 3, dtype=dtype)
+        x = cloud.clone().requires_grad_(True)
+        img = render.project(x, amp, sigma, R, box, apix, shifts=t)
+        uv = (np.einsum('bij,nj->bni', R.numpy()[:, :2].astype(np.float64),
+                        cloud.numpy().astype(np.float64)) + t.numpy()[:, None])
+        gx = np.exp(-(c[None, None] - uv[..., 0:1]) ** 2 / (2 * sigma ** 2))
+        gy = np.exp(-(c[None, None] - uv[..., 1:2]) ** 2 / (2 * sigma ** 2))
+        ref = np.einsum('bny,bnx,n->byx', gy, gx, amp.numpy()) * np.sqrt(2 * np.pi) * sigma
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        np.testing.assert_allclose(img.detach().numpy(), ref, atol=tol * ref.max())
+        # gradients: same as the full-grid projector's
+        w = torch.tensor(rng.normal(size=ref.shape), dtype=dtype)
+        (g,) = torch.autograd.grad((img * w).sum(), x)
+        saved = render._REACH_F32, render._REACH_F64
+        render._REACH_F32 = render._REACH_F64 = 1e9  # every pixel
+        try:
+            x2 = cloud.clone().requires_grad_(True)
+            full = render.project(x2, amp, sigma, R, box, apix, shifts=t)
+            (g2,) = torch.autograd.grad((full * w).sum(), x2)
+        finally:
+            render._REACH_F32, render._REACH_F64 = saved
+        np.testing.assert_allclose(g.numpy(), g2.numpy(), atol=tol * float(g2.abs().max()))
+
+
 def test_render_volume_axes_and_values():
     box, apix, sigma = 24, 2.0, 2.5
     pos = torch.tensor([[3 * apix, -2 * apix, 5 * apix]], dtype=torch.float64)
