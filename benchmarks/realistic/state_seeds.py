@@ -16,6 +16,7 @@ Usage::
 import argparse
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -47,6 +48,8 @@ def main(argv=None):
     ap.add_argument('--tag', default='', help='run folder suffix before __seedS (a new '
                     'default measured beside the old runs)')
     ap.add_argument('--out', default=OUT, help='report path without extension')
+    ap.add_argument('--train-args', default='', help="extra train options, one string "
+                    "(e.g. '--refine-poses')")
     a = ap.parse_args(argv)
     a.force = a.rescore = False
     a.infer_extra = []
@@ -54,7 +57,7 @@ def main(argv=None):
     for name in a.sets:
         spec = parse_set(name) + (a.reference,)
         for s in range(a.first_seed, a.first_seed + a.seeds):
-            a.train_extra = ['--seed', str(s)]
+            a.train_extra = ['--seed', str(s)] + shlex.split(a.train_args)
             a.run_suffix = '%s__seed%d' % (a.tag, s)
             res = R.run_ours(a, spec)
             st = res['states']
@@ -79,11 +82,12 @@ def write_report(rows, a):
         json.dump(rows, f, indent=1)
     lines = ['# States over training seeds (realistic sets)', '',
              'Command: `python benchmarks/realistic/state_seeds.py %s`' % ' '.join(sys.argv[1:]),
-             '', 'Each row: `train --seed S` with the defaults otherwise, `infer`, '
+             '', 'Each row: `train --seed S%s` with the defaults otherwise, `infer`, '
              '`landscape analyze` (defaults), reference: %s.  Success: 3 states, every '
              'population within %.2f of the truth.  Coverage: 95 %% intervals holding the '
              'true population, over the (seed, state) pairs of runs that found 3 states.'
-             % ('atomic model (closed)' if a.reference == 'pdb' else 'consensus map', TOL),
+             % ((' ' + a.train_args) if a.train_args else '',
+                'atomic model (closed)' if a.reference == 'pdb' else 'consensus map', TOL),
              '', '| set | seed | states | populations (95 % CI) | truth | max err | '
              'Spearman | kNN | train s | load |', '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:

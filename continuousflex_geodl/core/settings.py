@@ -318,7 +318,10 @@ class ModelSettings(_Settings):
                         'change the landscape accuracy of the realistic benchmark and '
                         'trains ~30% slower); 1: CTF applied on the box itself, where that '
                         'signal wraps around')
-    refine_poses: bool = _f(False, 'learn small per-particle rotation and shift corrections')
+    refine_poses: bool = _f(False, 'learn small per-particle rotation and shift corrections; '
+                            'recommended for poses from a consensus refinement (realistic '
+                            'benchmark, 2.7 deg errors: landscape Spearman 0.956 against '
+                            '0.907 without; with exact poses it costs ~0.005)')
     ctf: bool = _f(True, 'particles carry a CTF (False: trained on CTF-free images)')
     n_particles: int = _f(0, 'particles of the training set (set by the training)')
     box: int = _f(None, 'particle box (set from the particles)', 'px')

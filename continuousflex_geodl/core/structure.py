@@ -51,7 +51,8 @@ def fit_to_map(volume, apix, n_atoms, method='kmeans', threshold=None, sigma=Non
     points).
     Positions are in A about the box centre (voxel D//2); amplitudes are the
     map mass of each point's Voronoi cell (sum = thresholded map integral);
-    ``sigma`` defaults to half the median nearest spacing (at least apix).
+    ``sigma`` defaults to ``cloud.default_sigma`` (half the median nearest
+    spacing, at least ``cloud.SIGMA_MIN_PX`` pixels).
     """
     apix = float(apix)
     n_atoms = int(n_atoms)
