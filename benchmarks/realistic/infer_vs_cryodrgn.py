@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import cryodrgn_runner as C  # noqa: E402
 import run as R  # noqa: E402
-from common import run_measured  # noqa: E402
+from common import run_measured, thread_env  # noqa: E402
 
 
 def _score(z, gt):
@@ -43,14 +43,13 @@ def main(argv=None):
     sdir = os.path.join(R.WORK, a.set)
     star = os.path.join(sdir, 'particles.star')
     cdir = os.path.join(R.WORK, 'runs', a.set + '__cryodrgn')
-    prep = dict(poses=os.path.join(cdir, 'prep', 'poses.pkl'),
-                ctf=os.path.join(cdir, 'prep', 'ctf.pkl'), n_particles=None)
     with np.load(os.path.join(sdir, 'ground_truth.npz')) as g:
         gt = {k: g[k] for k in g.files}
-    prep['n_particles'] = len(gt['path_coord'])
+    prep = dict(poses=os.path.join(cdir, 'prep', 'poses.pkl'),
+                ctf=os.path.join(cdir, 'prep', 'ctf.pkl'), n_particles=len(gt['path_coord']))
     work = os.path.join(a.run, 'infer_vs_cryodrgn')
     os.makedirs(work, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    env = thread_env(int(a.threads))
     rows = []
     for r in range(a.rounds):
         c = C.infer(star, prep, os.path.join(cdir, 'train'), threads=int(a.threads))

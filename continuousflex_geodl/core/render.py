@@ -73,9 +73,9 @@ def _prepare(positions, amplitudes, rotations, shifts):
     return uv, amplitudes, rotated
 
 
-#: Gaussians are evaluated only within this many sigma of the batch's atoms
-#: (float32; float64: ``_REACH_F64``): exp(-7^2 / 2) ~ 2e-11 of the peak is
-#: below the round-off of the sums, so the window changes nothing measurable
+#: each image's Gaussians are evaluated only within this many sigma of its
+#: atoms (float32; float64: ``_REACH_F64``): exp(-7^2 / 2) ~ 2e-11 of the peak
+#: is below the round-off of the sums, so the window changes nothing measurable
 _REACH_F32 = 7.0
 _REACH_F64 = 9.5
 
@@ -100,22 +100,23 @@ def _project_exact(uv, amplitudes, sigma, box, apix):
     sig = float(sigma.detach()) if torch.is_tensor(sigma) else float(sigma)
     reach = (_REACH_F64 if uv.dtype == torch.float64 else _REACH_F32) * sig
     B = uv.shape[0]
+    grid = pixel_coordinates(box, apix, uv.dtype, uv.device)
     with torch.no_grad():
         x0, Sx = _windows(uv[..., 0], reach, box, apix)
         y0, Sy = _windows(uv[..., 1], reach, box, apix)
+    whole = Sx >= box and Sy >= box
+    if whole:  # one grid shared by every image
+        gxs = gys = grid.view(1, 1, box)
+    else:
+        cols = x0.view(B, 1) + torch.arange(Sx, device=uv.device).view(1, Sx)  # (B, Sx)
+        rows = y0.view(B, 1) + torch.arange(Sy, device=uv.device).view(1, Sy)
+        gxs, gys = grid[cols].unsqueeze(1), grid[rows].unsqueeze(1)
     scale = (amplitudes * (math.sqrt(2 * math.pi) * sigma)).unsqueeze(-1)
-    if Sx >= box and Sy >= box:
-        grid = pixel_coordinates(box, apix, uv.dtype, uv.device)
-        gx = _gauss(grid.view(1, 1, -1) - uv[..., 0:1], inv) * scale  # (B, N, D)
-        gy = _gauss(grid.view(1, 1, -1) - uv[..., 1:2], inv)
-        return torch.bmm(gy.transpose(1, 2), gx)  # (B, D[y], D[x])
-    cols = x0.view(B, 1) + torch.arange(Sx, device=uv.device).view(1, Sx)  # (B, Sx)
-    rows = y0.view(B, 1) + torch.arange(Sy, device=uv.device).view(1, Sy)
-    gxs = ((cols - box // 2) * apix).to(uv.dtype)
-    gys = ((rows - box // 2) * apix).to(uv.dtype)
-    gx = _gauss(gxs.unsqueeze(1) - uv[..., 0:1], inv) * scale  # (B, N, Sx)
-    gy = _gauss(gys.unsqueeze(1) - uv[..., 1:2], inv)            # (B, N, Sy)
-    img = torch.bmm(gy.transpose(1, 2), gx)  # (B, Sy, Sx)
+    gx = _gauss(gxs - uv[..., 0:1], inv) * scale  # (B, N, Sx)
+    gy = _gauss(gys - uv[..., 1:2], inv)          # (B, N, Sy)
+    img = torch.bmm(gy.transpose(1, 2), gx)       # (B, Sy[y], Sx[x])
+    if whole:
+        return img
     bi = torch.arange(B, device=uv.device).view(B, 1, 1)
     return img.new_zeros((B, box, box)).index_put(
         (bi, rows.view(B, Sy, 1), cols.view(B, 1, Sx)), img)

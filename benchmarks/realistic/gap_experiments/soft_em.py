@@ -43,16 +43,13 @@ def e_step(model, pset, C, logpi, batch):
     n, K = len(pset), len(C)
     nll = np.zeros((n, K))
     with ctx, torch.no_grad():
-        pos, amp = model.decode(C)
         for s in range(0, n, batch):
             ii = np.arange(s, min(n, s + batch))
             b = make_batch(pset, ii, model)
             tgt = ctx.target(b['F_loss'])
             for k in range(K):
-                a = amp[k:k + 1].expand(len(ii), -1) if amp.dim() == 2 else amp
-                Fh = model.render(pos[k:k + 1].expand(len(ii), -1, -1), a, b['rot'],
-                                  b['shifts'], b['ctf_loss'])
-                G = losses.masked_residual(Fh, ctx.mask) * ctx.sqw
+                G = ctx.spectra(C[k:k + 1].expand(len(ii), -1), b['rot'], b['shifts'],
+                                b['ctf_loss'])
                 nll[ii, k] = ((tgt - G).abs() ** 2).sum((-2, -1)).double().numpy()
     lp = -nll + logpi[None]
     w = np.exp(lp - lp.max(1, keepdims=True))
