@@ -92,6 +92,7 @@ def make_base(n, box, apix, seed, path_coord):
             states[pop] = st
     noise_seed = int(rng.integers(2 ** 31))
     return dict(euler=euler, shifts=shifts, ctf=ctf, euler_obs=euler_obs, shifts_obs=shifts_obs,
+                rotvec_err=rv, shift_err_vec=shifts_obs - shifts,
                 rot_err_deg=S.rotation_angle_deg(R_obs, R_true),
                 shift_err=np.linalg.norm(shifts_obs - shifts, axis=1),
                 frames=frames, states=states, noise_seed=noise_seed, box=box, apix=apix)

@@ -322,6 +322,10 @@ class ModelSettings(_Settings):
                             'recommended for poses from a consensus refinement (realistic '
                             'benchmark, 2.7 deg errors: landscape Spearman 0.956 against '
                             '0.907 without; with exact poses it costs ~0.005)')
+    pose_rot_sd: float = _f(2.0, 'prior width of each component of the per-particle rotation '
+                            'corrections of refine_poses (0: shifts only)', 'deg')
+    pose_shift_sd: float = _f(1.0, 'prior width of each component of the per-particle shift '
+                              'corrections of refine_poses', 'A')
     ctf: bool = _f(True, 'particles carry a CTF (False: trained on CTF-free images)')
     n_particles: int = _f(0, 'particles of the training set (set by the training)')
     box: int = _f(None, 'particle box (set from the particles)', 'px')

@@ -123,7 +123,8 @@ class FlexModel(nn.Module):
                                image_box=self.enc_box if self.use_image else 0,
                                width=cfg['enc_width'],
                                stochastic=self.prior.stochastic_encoder)
-        self.pose = PoseCorrection(cfg['n_particles']) if cfg['refine_poses'] else None
+        self.pose = PoseCorrection(cfg['n_particles'], rot_sd_deg=cfg['pose_rot_sd'],
+                                   shift_sd=cfg['pose_shift_sd']) if cfg['refine_poses'] else None
 
     # ------------------------------------------------------------------ basics
     @property

@@ -451,6 +451,6 @@ def write_refined_poses(model, pset, model_dir):
     R, t2 = model.pose.corrected(euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]), t)
     rot, tilt, psi = matrix_to_euler(R)
     md.write_refined_poses(euler=np.stack([rot, tilt, psi], 1), shifts=t2,
-                           delta=model.pose.delta.detach().cpu().numpy(),
+                           delta=(model.pose.delta * model.pose.mask).detach().cpu().numpy(),
                            inputs=pset)
     md.write_refined_star(pset, np.stack([rot, tilt, psi], 1), t2)

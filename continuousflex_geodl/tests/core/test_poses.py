@@ -221,6 +221,35 @@ def test_training_pose_refinement_exports_origins_with_relion_sign(tmp_path):
     np.testing.assert_array_equal(back.images[np.arange(4)], bad.images[np.arange(4)])
 
 
+def test_shift_only_pose_refinement_keeps_the_given_rotations(tmp_path):
+    """``pose_rot_sd = 0``: the rotations come out exactly as given, the
+    perturbed origins still move towards the simulated truth, and the prior
+    counts the shift components only."""
+    import torch
+    from continuousflex_geodl.core import engine
+    from continuousflex_geodl.core.models.pose import PoseCorrection
+    sim, gt, ps = simulated_with_shifted_origins(tmp_path, 64)
+    bad_star = str(tmp_path / 'perturbed.star')
+    write_star(bad_star, ps)
+    bad = load_particles(bad_star)
+    ref = build_reference(os.path.join(sim, 'reference.npz'))
+    out = str(tmp_path / 'model')
+    engine.train(bad, (ref.positions, ref.amplitudes, ref.sigma), out, refine_poses=True,
+                 pose_rot_sd=0.0, epochs=6, batch_size=16, log_every=0, zdim=2, threads=1)
+    d = np.load(os.path.join(out, 'refined_poses.npz'))
+    np.testing.assert_array_equal(d['delta'][:, :3], 0.0)
+    np.testing.assert_allclose(d['euler'], d['input_euler'], atol=1e-9)
+    before = np.linalg.norm(bad.shifts - gt['shifts'], axis=1).mean()
+    after = np.linalg.norm(d['shifts'] - gt['shifts'], axis=1).mean()
+    assert after < 0.8 * before, (before, after)
+    pc = PoseCorrection(3, rot_sd_deg=0.0, shift_sd=2.0)
+    with torch.no_grad():
+        pc.delta.copy_(torch.tensor([[5.0, -3.0, 1.0, 2.0, 0.0]] * 3))
+    np.testing.assert_allclose(pc.penalty(torch.arange(3)).detach().numpy(), 0.5)  # (2 / 2)^2 / 2
+    with pytest.raises(ValueError, match='prior widths'):
+        PoseCorrection(3, rot_sd_deg=-1.0)
+
+
 def test_several_references_each_particle_keeps_the_one_that_fits(clean):
     """Against the true cloud and a copy stretched by 30 % along x (not the
     mirror image: projections cannot tell the hand), every clean particle keeps
