@@ -97,6 +97,14 @@ class GeoDLProtTrain(GeoDLProtBase):
                            'with errors of ~3 deg it recovered the landscape much better '
                            'on the realistic benchmark; with exact (simulated) poses it '
                            'costs a little.')
+        form.addParam('poseRotSd', params.FloatParam, default=MS.pose_rot_sd,
+                      condition='refinePoses', expertLevel=params.LEVEL_ADVANCED,
+                      label='Rotation correction prior (deg)',
+                      help=MS.sentence('pose_rot_sd'))
+        form.addParam('poseShiftSd', params.FloatParam, default=MS.pose_shift_sd,
+                      condition='refinePoses', expertLevel=params.LEVEL_ADVANCED,
+                      label='Shift correction prior (A)',
+                      help=MS.sentence('pose_shift_sd'))
         form.addParam('learnAmplitudes', params.BooleanParam, default=MS.learn_amplitudes,
                       label='Learn amplitudes (compositional change)?',
                       help=MS.sentence('learn_amplitudes') + ' Use it when a subunit, '
@@ -245,7 +253,8 @@ class GeoDLProtTrain(GeoDLProtBase):
         if self.nmaModes.get():
             args += ['--nma-modes', self.nmaModes.get()]
         if self.refinePoses.get():
-            args += ['--refine-poses']
+            args += ['--refine-poses', '--pose-rot-sd', self.poseRotSd.get(),
+                     '--pose-shift-sd', self.poseShiftSd.get()]
         if self.learnAmplitudes.get():
             args += ['--learn-amplitudes']
         if self.timeLimit.get():
@@ -287,6 +296,10 @@ class GeoDLProtTrain(GeoDLProtBase):
             errors.append('The training box (%d px) must be even, at least 8 px and at most '
                           'the particle box (%s px); 0 trains at the particle box.'
                           % (tb, box))
+        if self.refinePoses.get() and ((self.poseRotSd.get() or 0) < 0
+                                       or not (self.poseShiftSd.get() or 0) > 0):
+            errors.append('Pose refinement needs a rotation prior >= 0 deg (0: shifts only) '
+                          'and a shift prior > 0 A.')
         if self.nmaModes.get() is not None and self.nmaModes.get() < 0:
             errors.append('The number of normal modes must be 0 (free-form) or positive.')
         if self.inputModes.get() is not None:

@@ -290,6 +290,7 @@ FORM_SETTINGS = {
     'GeoDLProtTrain': dict(
         zdim=(M, 'zdim'), prior=(M, 'prior'), nmaModes=(M, 'nma_modes'),
         nAtoms=(R, 'n_atoms'), refinePoses=(M, 'refine_poses'),
+        poseRotSd=(M, 'pose_rot_sd'), poseShiftSd=(M, 'pose_shift_sd'),
         learnAmplitudes=(M, 'learn_amplitudes'),
         encoderInputs=(M, 'encoder_inputs'), epochs=(T, 'epochs'),
         batchSize=(T, 'batch_size'), learningRate=(T, 'lr'), beta=(T, 'beta'),

@@ -55,7 +55,8 @@ def test_simulate_command_line_parses_with_the_core_cli():
 def test_train_command_line_parses_and_carries_every_setting(tmp_path):
     prot = GeoDLProtTrain(zdim=6, epochs=7, batchSize=16, learningRate=5e-4, prior=1,
                           nmaModes=5, nAtoms=300, refinePoses=True, encoderInputs=2,
-                          beta=0.25, timeLimit=30.0, seed=4, numberOfThreads=3)
+                          beta=0.25, timeLimit=30.0, seed=4, numberOfThreads=3,
+                          poseRotSd=0.0, poseShiftSd=1.5)
     prot.setWorkingDir(str(tmp_path / 'run'))
     prot.inputParticles.set(_particles(tmp_path))
     prot.inputReference.set(AtomStruct(filename=str(tmp_path / 'ref.pdb')))
@@ -64,6 +65,7 @@ def test_train_command_line_parses_and_carries_every_setting(tmp_path):
             a.refine_poses, a.encoder_inputs, a.beta, a.time_limit, a.seed, a.threads,
             a.device, a.resume) == \
         (6, 7, 16, 5e-4, 'gaussian', 5, '300', True, 'image', 0.25, 30.0, 4, 3, 'cpu', False)
+    assert (a.pose_rot_sd, a.pose_shift_sd) == (0.0, 1.5)
     assert a.reference == str(tmp_path / 'ref.pdb')
     prot.allAtoms.set(True)
     assert _parse('train', prot._trainArgs()).n_atoms == 'all'
