@@ -319,9 +319,10 @@ class ModelSettings(_Settings):
                         'trains ~30% slower); 1: CTF applied on the box itself, where that '
                         'signal wraps around')
     refine_poses: bool = _f(False, 'learn small per-particle rotation and shift corrections; '
-                            'recommended for poses from a consensus refinement (realistic '
-                            'benchmark, 2.7 deg errors: landscape Spearman 0.956 against '
-                            '0.907 without; with exact poses it costs ~0.005)')
+                            'recommended for poses from a consensus refinement with errors of '
+                            '1 deg or more (realistic benchmark: Spearman 0.955 against '
+                            '0.917 without at 1.35 deg, 0.956 against 0.907 at 2.7 deg; '
+                            'with exact or 0.7 deg errors it costs 0.003-0.005)')
     pose_rot_sd: float = _f(2.0, 'prior width of each component of the per-particle rotation '
                             'corrections of refine_poses (0: shifts only)', 'deg')
     pose_shift_sd: float = _f(1.0, 'prior width of each component of the per-particle shift '
@@ -345,6 +346,11 @@ class TrainSettings(_Settings):
                             'initial width (cosine decay like the learning rate; 1: constant)')
     pose_lr: float = _f(0.2, 'step of the pose corrections per visit of a particle',
                         'deg or A')
+    pose_start: float = _f(0.0, 'refine_poses: fraction of the training steps before the '
+                           'pose corrections start to move (the motion is learned first, '
+                           'so that the corrections do not absorb it; realistic benchmark: '
+                           '0.5 costs 0.013 Spearman at 2.7 deg pose errors, gains 0.002 '
+                           'with exact poses)')
     beta: float = _f(1.0, 'weight of the latent rate against the data term, both in nats '
                      '(cryoTWIN used 1/8 on EMPIAR-10076; 1 is the evidence lower bound)')
     w_knn: float = _f(1.0, 'weight of the kNN edge-strain regulariser', 'nats per A^2')

@@ -33,7 +33,9 @@ def add_args(p):
     add_settings(p, M, 'seed', 'prior')
     add_setting(p, '--beta', T, 'beta')
     add_settings(p, R, 'n_atoms', 'sigma')
-    add_settings(p, M, 'refine_poses', 'pose_rot_sd', 'pose_shift_sd', 'nma_modes')
+    add_settings(p, M, 'refine_poses', 'pose_rot_sd', 'pose_shift_sd')
+    add_settings(p, T, 'pose_start')
+    add_settings(p, M, 'nma_modes')
     p.add_argument('--modes', default=None,
                    help='normal modes of the reference (.npz with positions (N, 3) A and '
                         'modes (N, 3, M), e.g. ContinuousFlex NMA modes): displacements are '
@@ -74,7 +76,8 @@ def train_from_args(args):
     settings = dict(zdim=args.zdim, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, prior=args.prior, beta=args.beta,
                     refine_poses=bool(args.refine_poses), pose_rot_sd=args.pose_rot_sd,
-                    pose_shift_sd=args.pose_shift_sd, threads=args.threads,
+                    pose_shift_sd=args.pose_shift_sd, pose_start=args.pose_start,
+                    threads=args.threads,
                     device='cpu' if device.type == 'cpu' else args.device,
                     loss_resolution=args.loss_resolution, ctf_pad=args.ctf_pad,
                     time_limit=args.time_limit, train_box=args.train_box,

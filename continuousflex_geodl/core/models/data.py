@@ -105,6 +105,12 @@ def check_settings(cfg):
     if cfg.get('time_limit') is not None and num('time_limit') < 0:
         raise _bad('time_limit', cfg['time_limit'], 'the time limit is in minutes, >= 0 '
                    '(0 or unset: no limit)')
+    if 'pose_start' in cfg and not 0 <= num('pose_start') < 1:
+        raise _bad('pose_start', cfg['pose_start'], 'a fraction of the training in [0, 1) '
+                   'is expected')
+    if cfg.get('refine_poses') and (num('pose_rot_sd') < 0 or num('pose_shift_sd') <= 0):
+        raise _bad('pose_rot_sd / pose_shift_sd', (cfg['pose_rot_sd'], cfg['pose_shift_sd']),
+                   'the pose prior widths must be >= 0 deg (0: shifts only) and > 0 A')
     if cfg.get('mask_radius') is not None and num('mask_radius') < 0:
         raise _bad('mask_radius', cfg['mask_radius'], 'a fraction of the half box >= 0 is '
                    'expected (0: no mask)')

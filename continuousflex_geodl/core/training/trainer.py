@@ -307,6 +307,8 @@ class Trainer:
         cfg = self.train_cfg
         for gi, g in enumerate(self.opt.param_groups):
             base = cfg['lr'] if gi == 0 else cfg['pose_lr']
+            if gi > 0 and gstep < cfg['pose_start'] * self.total_steps:
+                base = 0.0   # pose corrections held at zero until pose_start
             g['lr'] = lr_at(dict(cfg, lr=base), gstep, self.total_steps)
 
     def _step_randomness(self, epoch, step, gstep, local_pos):

@@ -348,6 +348,7 @@ def test_atomic_model_with_no_atom_in_the_box(data, tmp_path, capsys):
     ('--batch-size', '0', 'Invalid batch_size = 0'),
     ('--lr', '0', 'Invalid lr = 0.0: the learning rate must be > 0'),
     ('--beta', '-1', 'Invalid beta = -1.0: loss weights must be >= 0'),
+    ('--pose-start', '1', 'Invalid pose_start = 1.0: a fraction of the training in [0, 1)'),
 ])
 def test_nonsense_parameters(data, tmp_path, capsys, flag, value, phrase):
     d = data[0]

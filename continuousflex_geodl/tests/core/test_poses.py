@@ -289,3 +289,20 @@ def test_several_references_share_the_candidates(clean, monkeypatch):
         expect = k if n_refs == 1 else max(S.MIN_CANDIDATES_PER_REFERENCE,
                                            math.ceil(k / n_refs))
         assert seen == [expect] * n_refs
+
+
+def test_pose_corrections_hold_still_until_pose_start(tmp_path):
+    """``pose_start``: no correction moves during the first fraction of the
+    training steps (2 epochs x 4 steps here: 0.9 holds all 8 steps, 0.5 lets
+    the last 4 move)."""
+    from continuousflex_geodl.core import engine
+    sim, gt, ps = simulated_with_shifted_origins(tmp_path, 64)
+    ref = build_reference(os.path.join(sim, 'reference.npz'))
+    moved = {}
+    for start in (0.9, 0.5):
+        out = str(tmp_path / ('model%g' % start))
+        engine.train(ps, (ref.positions, ref.amplitudes, ref.sigma), out, refine_poses=True,
+                     pose_start=start, epochs=2, batch_size=16, log_every=0, zdim=2,
+                     threads=1)
+        moved[start] = np.abs(np.load(os.path.join(out, 'refined_poses.npz'))['delta']).max()
+    assert moved[0.9] == 0.0 and moved[0.5] > 0.0, moved
