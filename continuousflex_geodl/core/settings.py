@@ -576,6 +576,12 @@ class ValidateSettings(_Settings):
                            'px')
 
 
+def pose_widths_valid(rot_sd, shift_sd):
+    """The pose-correction prior widths ``refine_poses`` accepts: rotation
+    >= 0 deg (0: shifts only), shift > 0 A."""
+    return float(rot_sd) >= 0 and float(shift_sd) > 0
+
+
 def add_setting(parser, flag, group, name, **kwargs):
     """``parser.add_argument(flag, ...)`` for the setting ``group.name``.
 

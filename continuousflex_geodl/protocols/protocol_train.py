@@ -13,7 +13,7 @@ from .. import constants as const
 from ..convert import normalModesToNpz
 from ..core.artifacts import ModelDir
 from ..core.settings import (EncoderInputs, ModelSettings as MS, Prior, ReferenceSettings,
-                             TrainSettings as TS)
+                             TrainSettings as TS, pose_widths_valid)
 from ..objects import GeoDLModel
 from .protocol_base import GeoDLProtBase, coreCommandFlags
 
@@ -296,8 +296,8 @@ class GeoDLProtTrain(GeoDLProtBase):
             errors.append('The training box (%d px) must be even, at least 8 px and at most '
                           'the particle box (%s px); 0 trains at the particle box.'
                           % (tb, box))
-        if self.refinePoses.get() and ((self.poseRotSd.get() or 0) < 0
-                                       or not (self.poseShiftSd.get() or 0) > 0):
+        if self.refinePoses.get() and not pose_widths_valid(self.poseRotSd.get() or 0,
+                                                            self.poseShiftSd.get() or 0):
             errors.append('Pose refinement needs a rotation prior >= 0 deg (0: shifts only) '
                           'and a shift prior > 0 A.')
         if self.nmaModes.get() is not None and self.nmaModes.get() < 0:

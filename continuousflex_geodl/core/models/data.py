@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..geometry import euler_to_matrix
+from ..settings import pose_widths_valid
 from . import imaging
 
 
@@ -108,7 +109,8 @@ def check_settings(cfg):
     if 'pose_start' in cfg and not 0 <= num('pose_start') < 1:
         raise _bad('pose_start', cfg['pose_start'], 'a fraction of the training in [0, 1) '
                    'is expected')
-    if cfg.get('refine_poses') and (num('pose_rot_sd') < 0 or num('pose_shift_sd') <= 0):
+    if cfg.get('refine_poses') and not pose_widths_valid(num('pose_rot_sd'),
+                                                         num('pose_shift_sd')):
         raise _bad('pose_rot_sd / pose_shift_sd', (cfg['pose_rot_sd'], cfg['pose_shift_sd']),
                    'the pose prior widths must be >= 0 deg (0: shifts only) and > 0 A')
     if cfg.get('mask_radius') is not None and num('mask_radius') < 0:

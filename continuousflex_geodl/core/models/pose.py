@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ..settings import pose_widths_valid
+
 
 def axis_angle_to_matrix(w):
     """(B, 3) axis-angle vectors (radians) -> (B, 3, 3) rotations (Rodrigues)."""
@@ -35,7 +37,7 @@ class PoseCorrection(nn.Module):
         self.delta = nn.Parameter(torch.zeros(int(n_particles), 5))
         self.rot_sd = float(rot_sd_deg)
         self.shift_sd = float(shift_sd)
-        if self.rot_sd < 0 or self.shift_sd <= 0:
+        if not pose_widths_valid(self.rot_sd, self.shift_sd):
             raise ValueError('pose prior widths: rotation >= 0 deg and shift > 0 A, got %g '
                              'and %g' % (self.rot_sd, self.shift_sd))
         # rotation components frozen at zero when their prior width is 0
