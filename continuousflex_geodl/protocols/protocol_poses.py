@@ -6,7 +6,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.constants import BETA
 from pwem.objects import SetOfParticles
 
-from ..core.settings import PoseSettings as PS, TrainSettings
+from ..core.settings import InferSettings, PoseSettings as PS, TrainSettings
 from .protocol_base import GeoDLProtBase
 
 #: modes of the protocol (form param ``mode``)
@@ -120,6 +120,13 @@ class GeoDLProtPoses(GeoDLProtBase):
                            'coordinate. When the particles are the training set of a model '
                            'trained with pose refinement, the poses refined in training '
                            'are the starting point.')
+        form.addParam('ignoreRefinedPoses', params.BooleanParam,
+                      default=InferSettings.ignore_refined_poses,
+                      condition='mode == %d' % MODE_REPAIR, expertLevel=params.LEVEL_ADVANCED,
+                      label='Ignore refined poses',
+                      help='Yes: start from the particles\' input poses even when they are '
+                           'the training set of a model trained with *Refine poses* (by '
+                           'default the poses refined in training are the starting point).')
         form.addSection(label='Search')
         form.addParam('angularStep', params.FloatParam, default=PS.angular_step,
                       condition='mode == %d' % MODE_SEARCH,
@@ -221,6 +228,8 @@ class GeoDLProtPoses(GeoDLProtBase):
                     '--model', self._getModelDir(),
                     '--local-step', self.localStep.get(),
                     '--rounds', self.rounds.get()]
+            if self.ignoreRefinedPoses.get():
+                args.append('--ignore-refined-poses')
         else:
             args = self._particlesAndReferenceArgs() + [
                 '--angular-step', self.angularStep.get(),

@@ -48,6 +48,14 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
                            '0.1). Gauss-Newton steps: each particle stops as soon as it '
                            'has converged (mostly after 1-3 steps), so this is only an '
                            'upper bound. 0: encoder output only (fastest).')
+        form.addParam('ignoreRefinedPoses', params.BooleanParam,
+                      default=InferSettings.ignore_refined_poses,
+                      expertLevel=params.LEVEL_ADVANCED, label='Ignore refined poses',
+                      help='When these particles are the training set of a model trained '
+                           'with *Refine poses*, they are placed with the poses refined in '
+                           'training (recognised by their input poses and CTF). Yes: use '
+                           'their input poses instead. Other particles always use their '
+                           'input poses.')
         form.addParam('batchSize', params.IntParam, default=InferSettings.batch_size,
                       validators=[params.Positive], label='Batch size',
                       expertLevel=params.LEVEL_ADVANCED,
@@ -68,13 +76,16 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
         self._runCli('infer', self._inferArgs())
 
     def _inferArgs(self):
-        return ['--model', os.path.abspath(self.inputModel.get().getModelDir()),
+        args = ['--model', os.path.abspath(self.inputModel.get().getModelDir()),
                 '--particles', self._getParticlesStar(),
                 '--out', self._getLatentsFile(),
                 '--batch-size', self.batchSize.get(),
                 '--refine-steps', self.refineSteps.get(),
                 '--threads', self._getThreads(),
                 '--device', self._getDevice()]
+        if self.ignoreRefinedPoses.get():
+            args.append('--ignore-refined-poses')
+        return args
 
     def createOutputStep(self):
         Z = np.load(self._getLatentsFile())

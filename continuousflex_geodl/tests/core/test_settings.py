@@ -295,7 +295,8 @@ FORM_SETTINGS = {
         encoderInputs=(M, 'encoder_inputs'), epochs=(T, 'epochs'),
         batchSize=(T, 'batch_size'), learningRate=(T, 'lr'), beta=(T, 'beta'),
         timeLimit=(T, 'time_limit'), seed=(M, 'seed'), trainBox=(T, 'train_box')),
-    'GeoDLProtPredict': dict(refineSteps=(I, 'refine_steps'), batchSize=(I, 'batch_size')),
+    'GeoDLProtPredict': dict(refineSteps=(I, 'refine_steps'), batchSize=(I, 'batch_size'),
+                             ignoreRefinedPoses=(I, 'ignore_refined_poses')),
     'GeoDLProtSimulate': dict(
         nParticles=(SIM, 'n_particles'), box=(SIM, 'box'), apix=(SIM, 'apix'),
         snr=(SIM, 'snr'), motion=(SIM, 'motion'), population=(SIM, 'population'),
@@ -312,7 +313,8 @@ FORM_SETTINGS = {
         candidates=(S.PoseSettings, 'candidates'), maxShift=(S.PoseSettings, 'max_shift'),
         resolution=(S.PoseSettings, 'resolution'), nAtoms=(R, 'n_atoms'),
         modelRounds=(S.PoseSettings, 'model_rounds'), roundEpochs=(T, 'epochs'),
-        localStep=(S.PoseSettings, 'local_step'), rounds=(S.PoseSettings, 'rounds')),
+        localStep=(S.PoseSettings, 'local_step'), rounds=(S.PoseSettings, 'rounds'),
+        ignoreRefinedPoses=(I, 'ignore_refined_poses')),
     'GeoDLProtValidate': dict(
         zdim=(M, 'zdim'), prior=(M, 'prior'), nmaModes=(M, 'nma_modes'), nAtoms=(R, 'n_atoms'),
         epochs=(T, 'epochs'), batchSize=(T, 'batch_size'), learningRate=(T, 'lr'),

@@ -96,6 +96,9 @@ def test_repair_mode_command_line_parses_with_the_core_cli(tmp_path):
     prot.localStep.set(8.0)
     prot.rounds.set(3)
     assert (_parse(prot).local_step, _parse(prot).rounds) == (8.0, 3)
+    assert not a.ignore_refined_poses
+    prot.ignoreRefinedPoses.set(True)
+    assert _parse(prot).ignore_refined_poses
 
 
 def test_repair_mode_needs_a_model_and_3d_angles_but_no_reference(tmp_path):

@@ -88,7 +88,9 @@ def test_predict_command_line_parses(tmp_path):
     a = _parse('infer', prot._inferArgs())
     assert (a.model, a.batch_size, a.threads, a.device, a.refine_steps) == (
         str(tmp_path / 'model'), 64, 2, 'cpu', 7)
-    assert a.out.endswith('.npy')
+    assert a.out.endswith('.npy') and not a.ignore_refined_poses
+    prot.ignoreRefinedPoses.set(True)
+    assert _parse('infer', prot._inferArgs()).ignore_refined_poses
 
 
 def test_train_summary_reports_the_map_fit_when_the_model_has_one(tmp_path):
