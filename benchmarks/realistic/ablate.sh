@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ -n "${OVERRIDES:-}" ]; then TRAIN=("$PY" "$here/gap_experiments/train_with.py" "$OVERRIDES");
 else TRAIN=("$PY" -m continuousflex_geodl); fi
 "${TRAIN[@]}" train --particles "$R/$set/particles.star" --reference "$R/$set/$ref" \
-    --out "$out/model" --threads 2 "$@" > "$out/train.log" 2>&1
+    --out "$out/model" --threads "${THREADS:-2}" "$@" > "$out/train.log" 2>&1
 "$PY" -m continuousflex_geodl infer --model "$out/model" --particles "$R/$set/particles.star" \
-    --out "$out/z.npy" --threads 2 > "$out/infer.log" 2>&1
+    --out "$out/z.npy" --threads "${THREADS:-2}" > "$out/infer.log" 2>&1
 "$PY" "$here/score_latents.py" "$out/z.npy" "$R/$set/ground_truth.npz" | tee "$out/score.txt"
