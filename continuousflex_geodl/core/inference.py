@@ -62,19 +62,19 @@ def on_model_grid(model, pset):
     Fourier-cropped to the model's box when read
     (``core.particles.at_box``).  Anything else is a ValueError.
     """
+    from .particles import at_box, grid_relation
     box, apix = int(pset.box), float(pset.apix)
-    if box == model.box and abs(apix - model.apix) <= 1e-3 * model.apix:
+    how = grid_relation(box, apix, model.box, model.apix)
+    if how == 'same':
         return pset
-    extent, model_extent = box * apix, model.box * model.apix
-    if box > model.box and abs(extent - model_extent) <= 1e-3 * model_extent:
-        from .particles import at_box
+    if how == 'crop':
         logger.info('particles of %d px (%.4g A/px) Fourier-cropped to the model box of '
                     '%d px (%.4g A/px) when read', box, apix, model.box, model.apix)
         return at_box(pset, model.box)
     raise ValueError('These particles (%d px, %.3f A/px) do not match the model (%d px, '
                      '%.3f A/px, or a larger box with the same %.1f A field of view): '
                      'rescale them to the training grid first.'
-                     % (box, apix, model.box, model.apix, model_extent))
+                     % (box, apix, model.box, model.apix, model.box * model.apix))
 
 
 def infer_latents(model, pset, batch_size=InferSettings.batch_size, out=None, progress=False):

@@ -143,6 +143,23 @@ class ParticleSet:
         return self
 
 
+def grid_relation(box, apix, model_box, model_apix, rtol=1e-3):
+    """How particles of ``box`` px at ``apix`` A/px reach a model's training
+    grid (``model_box`` px, ``model_apix`` A/px): ``'same'`` (used as they
+    are), ``'crop'`` (a larger box with the same field of view, box * pixel
+    size, Fourier-cropped to the model's box when read: ``at_box``), or None
+    (they cannot be used; rescale them first).  ``rtol``: relative tolerance
+    on the pixel size and the field of view."""
+    box, model_box = int(box), int(model_box)
+    apix, model_apix = float(apix), float(model_apix)
+    if box == model_box and abs(apix - model_apix) <= rtol * model_apix:
+        return 'same'
+    extent = model_box * model_apix
+    if box > model_box and abs(box * apix - extent) <= rtol * extent:
+        return 'crop'
+    return None
+
+
 def at_box(pset, box):
     """``pset`` seen at ``box`` pixels: images Fourier-cropped when read
     (``core.downsample``), pixel size ``apix * D / box``; poses (shifts in A),

@@ -10,6 +10,7 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 
 from .. import constants as const
 from ..convert import latentsToParticlesFlex
+from ..core.particles import grid_relation
 from ..core.settings import InferSettings
 from .protocol_base import GeoDLProtBase
 
@@ -116,17 +117,7 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
                           'deleted?).' % model.getModelDir())
         if parts.getSize() == 0:
             errors.append('The input particle set is empty: select a set with particles.')
-        sr, msr = parts.getSamplingRate(), model.getSamplingRate()
-        if model.getBox() and parts.getXDim() and model.getBox() != parts.getXDim():
-            errors.append('The particles have a box of %d px but the model was trained at '
-                          '%d px (%.4f A/px); resample the particles to that grid (e.g. '
-                          'xmipp3 "crop/resize particles"), or train a model on them.'
-                          % (parts.getXDim(), model.getBox(), msr or 0))
-        if sr and msr and abs(sr - msr) > 1e-3 * msr:
-            errors.append('The particles have %.4f A/px but the model was trained at %.4f '
-                          'A/px; resample the particles to %.4f A/px (e.g. xmipp3 '
-                          '"crop/resize particles"), or train a model on them.'
-                          % (sr, msr, msr))
+        errors += self._validateModelGrid(model, parts)
         if not parts.hasCTF():
             errors.append('The particles have no CTF; the encoder needs it (as in '
                           'training).')
@@ -136,6 +127,26 @@ class GeoDLProtPredict(GeoDLProtBase, ProtFlexBase):
         if self.useGpu.get() and not self.getGpuList():
             errors.append('Use GPU is on but no GPU id is given.')
         return errors
+
+    def _validateModelGrid(self, model, parts):
+        """The particles must be on the model's training grid, or on a larger box
+        with the same field of view (cropped when read; ``core.particles.grid_relation``).
+        The model object holds the particles' full grid; a model trained with a
+        smaller training box also takes particles already cropped to it."""
+        box, sr = parts.getXDim(), parts.getSamplingRate()
+        grids = [(model.getBox(), model.getSamplingRate())]
+        cfg = model.loadConfig() if os.path.isdir(model.getModelDir() or '') else {}
+        if cfg.get('box') and cfg.get('apix'):
+            grids.append((int(cfg['box']), float(cfg['apix'])))
+        grids = [(b, a) for b, a in grids if b and a]
+        if not (box and sr and grids) or any(grid_relation(box, sr, b, a) for b, a in grids):
+            return []
+        b, a = grids[-1]
+        return ['The particles (box of %d px, %.4f A/px) are not on the grid the model was '
+                'trained at (%d px, %.4f A/px: a %.1f A field of view); give particles at '
+                'that grid, or a larger box with the same field of view (resample them, '
+                'e.g. xmipp3 "crop/resize particles"), or train a model on them.'
+                % (box, sr, b, a, b * a)]
 
     def _summary(self):
         if not self.hasAttribute('outputParticles'):

@@ -161,6 +161,32 @@ def test_predict_validation_checks_model_compatibility(tmp_path):
     assert any('does not exist' in e for e in prot._validate())
 
 
+def test_predict_takes_full_size_or_precropped_particles_of_a_train_box_model(tmp_path):
+    """A model trained at --train-box 32 on 64 px particles (1 A/px): the model object
+    holds the full grid, config.json the training grid; particles on either grid (or
+    any larger box of the same 64 A field of view) are accepted, others are not."""
+    from continuousflex_geodl.core.artifacts import ModelDir
+    from continuousflex_geodl.core.particles import grid_relation
+    md = ModelDir(str(tmp_path / 'model')).make()
+    md.write_config(dict(box=32, apix=2.0, particle_box=64, zdim=2))
+    prot = GeoDLProtPredict()
+    prot.inputModel.set(GeoDLModel(modelDir=md.path, zdim=2, box=64, apix=1.0))
+
+    def grid_errors(box, apix, name):
+        prot.inputParticles.set(_particles(tmp_path, box=box, apix=apix, name=name))
+        return [e for e in prot._validate() if 'not on the grid' in e]
+
+    assert grid_errors(64, 1.0, 'full') == []
+    assert grid_errors(32, 2.0, 'precropped') == []
+    assert grid_errors(48, 64 / 48, 'same_view') == []
+    assert grid_errors(32, 1.0, 'halfview') and grid_errors(16, 4.0, 'smaller')
+    assert 'trained at (32 px, 2.0000 A/px' in grid_errors(48, 1.0, 'other')[0]
+    # the same rule as the core's inference (on_model_grid)
+    assert [grid_relation(b, a, 32, 2.0) for b, a in ((32, 2.0), (64, 1.0), (16, 4.0),
+                                                      (32, 1.0))] == ['same', 'crop', None,
+                                                                      None]
+
+
 def test_simulate_validation():
     assert GeoDLProtSimulate(box=33)._validate()
     assert GeoDLProtSimulate(box=8)._validate()
