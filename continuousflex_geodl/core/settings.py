@@ -277,8 +277,11 @@ def _fmt(value):
 class ModelSettings(_Settings):
     """The model: saved in config.json, enough to rebuild the network."""
     zdim: int = _f(4, 'latent dimension: conformational coordinates per particle')
-    prior: Prior = _f(Prior.GMM, "latent prior: 'gmm' (cryoTWIN trainable Gaussian "
-                      "mixture) or 'gaussian' (standard normal, VAE KL)", choices=Prior)
+    prior: Prior = _f(Prior.GAUSSIAN, "latent prior: 'gaussian' (standard normal, VAE KL) "
+                      "or 'gmm' (cryoTWIN trainable Gaussian mixture with a box rate: over "
+                      'many training steps it clumps the latents, which the landscape then '
+                      'shows as spurious states; benchmarks/report/realistic_prior.md)',
+                      choices=Prior)
     gmm_components: int = _f(100, 'components of the Gaussian-mixture prior')
     gmm_box: float = _f(3.0, 'side T of the box around z over which the mixture mass Q(z) '
                         'of the cryoTWIN rate is integrated', 'latent units')

@@ -849,11 +849,13 @@ def test_scipion_predict_validation(tmp_path, monkeypatch):
     assert any('no 3D angles' in e for e in prot._validate())
     prot.inputParticles.set(_set_of_particles(f, n=0, name='empty'))
     assert any('is empty' in e for e in prot._validate())
-    prot.inputParticles.set(_set_of_particles(f, box=64, apix=1.0, name='grid'))
+    # a larger box of the same 64 A field of view is cropped when read: accepted
+    prot.inputParticles.set(_set_of_particles(f, box=64, apix=1.0, name='view'))
+    assert prot._validate() == []
+    prot.inputParticles.set(_set_of_particles(f, box=64, apix=2.0, name='grid'))
     errors = prot._validate()
-    assert any('box of 64 px' in e and 'resample the particles' in e for e in errors), errors
-    assert any('1.0000 A/px' in e and 'resample the particles to 2.0000 A/px' in e
-               for e in errors), errors
+    assert any('box of 64 px, 2.0000 A/px' in e and 'trained at (32 px, 2.0000 A/px' in e
+               and 'resample them' in e for e in errors), errors
 
 
 def test_freed_memory_is_kept_for_reuse_unless_the_user_opts_out(monkeypatch):

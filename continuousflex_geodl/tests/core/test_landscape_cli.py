@@ -196,8 +196,8 @@ def test_analyze_and_path_decode_with_a_model(tmp_path):
     from continuousflex_geodl.core.models.flexmodel import build_model
     from continuousflex_geodl.core.structure import read_pdb
     rng = np.random.default_rng(0)
-    model = build_model(dict(zdim=3, box=32, apix=2.0, sigma=2.0, gmm_components=5,
-                             enc_modes=4, encoder_inputs='image'),
+    model = build_model(dict(zdim=3, box=32, apix=2.0, sigma=2.0, prior='gmm',
+                             gmm_components=5, enc_modes=4, encoder_inputs='image'),
                         rng.normal(0, 5, (40, 3)).astype(np.float32),
                         np.ones(40, np.float32))
     mdir = tmp_path / 'model'

@@ -82,7 +82,15 @@ def _objective(model, parts, z):
         Fh = model.render(pos, amp, b['rot'], b['shifts'], b['ctf_loss'])
         nll = losses.image_nll(b['F_loss'], Fh, loss_weights(model), model.noise_var,
                                imaging.circular_mask(model.loss_box, 0.9))
-        return (nll - model.prior.log_q(zt)).numpy()
+        return (nll + _prior_cost(model.prior, zt)).numpy()
+
+
+def _prior_cost(prior, z):
+    """The refinement's prior term, written out here: the cryoTWIN rate -log Q(z)
+    for the mixture prior, -log N(z; 0, I) for the Gaussian one."""
+    if prior.kind == 'gmm':
+        return -prior.log_q(z)
+    return 0.5 * (z ** 2).sum(-1) + 0.5 * z.shape[-1] * np.log(2 * np.pi)
 
 
 def test_latent_refinement_descends_the_posterior(trained):

@@ -488,10 +488,10 @@ def test_a_changed_form_default_is_reported(tmp_path, monkeypatch):
     prot = prots.GeoDLProtTrain()
     baseline = compare_form(prot)  # [] when the form test passes
     prot.getDefinition().getParam('beta').default.set(0.125)
-    prot.getDefinition().getParam('prior').default.set(1)
+    prot.getDefinition().getParam('prior').default.set(0)
     assert sorted(d for d in compare_form(prot) if d not in baseline) == [
         "GeoDLProtTrain.beta: default 0.125, TrainSettings.beta is 1.0",
-        "GeoDLProtTrain.prior: default 'gaussian', ModelSettings.prior is 'gmm'"]
+        "GeoDLProtTrain.prior: default 'gmm', ModelSettings.prior is 'gaussian'"]
 
 
 # -------------------------------------------------------------- config.json --
