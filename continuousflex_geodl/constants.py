@@ -2,8 +2,8 @@
 
 Nothing here imports Scipion; the core never needs these names.
 """
-from .core.settings import (EmbeddingMethod, EncoderInputs, EnergyUnit, Motion, PathKind,
-                            Population, Prior, StateMethod)
+from .core.settings import (EmbeddingMethod, EncoderInputs, EnergyUnit, MapKernel, Motion,
+                            PathKind, Population, Prior, StateMethod)
 
 # ---- Plugin variables (Scipion config / environment) -----------------------
 #: Default device for protocols that train or decode: 'cpu' or 'cuda'.
@@ -62,6 +62,7 @@ ENCODER_INPUTS = EncoderInputs.values()
 EMBEDDINGS = EmbeddingMethod.values()
 STATE_METHODS = StateMethod.values()
 UNITS = EnergyUnit.values()
+MAP_KERNELS = MapKernel.values()
 
 #: Where landscape coordinates come from (protocol choice -> meaning)
 SOURCE_ZFLEX, SOURCE_HEMNMA, SOURCE_ATTR, SOURCE_XMD = 0, 1, 2, 3

@@ -156,6 +156,12 @@ class Bandwidth(Choice):
     CV = 'cv'                # likelihood cross-validation (landscape.density)
 
 
+class MapKernel(Choice):
+    """How the map's kernel width varies over the map (landscape.density)."""
+    ADAPTIVE = 'adaptive'    # Abramson's square-root law on a fixed-width pilot
+    FIXED = 'fixed'          # one width everywhere
+
+
 class PathKind(Choice):
     DENSITY = 'density'      # minimum free-energy path through a kNN graph
     RIDGELINE = 'ridgeline'  # cryoTWIN ridgeline between mixture components
@@ -191,7 +197,7 @@ _LABELS = {
 #: every choice list, by name
 CHOICES = {c.__name__: c for c in (Prior, Decoder, DecoderConditioning, EncoderInputs, Loss,
                                    Motion, Population, EmbeddingMethod, StateMethod, StateCount,
-                                   EnergyUnit, Bandwidth, PathKind, ExplorePathKind,
+                                   EnergyUnit, Bandwidth, MapKernel, PathKind, ExplorePathKind,
                                    ExploreInverse, AlignMethod)}
 
 
@@ -511,6 +517,13 @@ class LandscapeSettings(_Settings):
                         "(cross-validated), 'scott', 'silverman' or a number in embedding "
                         'units',
                         choices=Bandwidth)
+    kernel: MapKernel = _f(MapKernel.ADAPTIVE, "kernel width over the map (and its states): "
+                           "'adaptive' -- the width above times (p/g)^-1/2, p the fixed-width "
+                           'density at the particle, g its geometric mean over the particles '
+                           "(Abramson's square-root law: narrow where the particles are dense, "
+                           'so a sharp minor state between broad ones keeps its barriers; '
+                           "wide in sparse regions, so noise there makes no basins); 'fixed' "
+                           '-- the same width everywhere', choices=MapKernel)
     latent_bootstrap: int = _f(0, 'bootstrap replicates for the latent-space dG error')
     units: EnergyUnit = _f(EnergyUnit.KT, 'free-energy units', choices=EnergyUnit)
     temperature: float = _f(298.15, 'temperature for kcal/mol or kJ/mol', 'K')

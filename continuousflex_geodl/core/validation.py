@@ -263,8 +263,10 @@ def compare_states(centres1, centres2, populations1, populations2, dG1=None, dG2
 
 def compare_maps(y1, y2, max_dG=3.0, bins=None, bandwidth='cv', seed=0):
     """Free-energy maps (kT) of two sets of 1D/2D coordinates of the same
-    particles on one grid and one kernel width (those of ``y1``), and their
-    difference where both are below ``max_dG``.
+    particles on one grid and one fixed kernel width (those of ``y1``; a
+    fixed kernel, so that a difference is a difference of the particles,
+    not of two adaptive widths), and their difference where both are below
+    ``max_dG``.
 
     Returns (fe1, fe2, dict(rms_difference, max_abs_difference,
     n_cells, max_dG, sigma)); ``sigma`` is ``half_set_sigma`` of the
@@ -273,10 +275,11 @@ def compare_maps(y1, y2, max_dG=3.0, bins=None, bandwidth='cv', seed=0):
     from .landscape.density import free_energy_map
     y1 = np.asarray(y1, np.float64)
     y2 = np.asarray(y2, np.float64)
-    fe1 = free_energy_map(y1, bins=bins, bandwidth=bandwidth, n_boot=0, seed=seed)
+    fe1 = free_energy_map(y1, bins=bins, bandwidth=bandwidth, n_boot=0, seed=seed,
+                          kernel='fixed')
     extent = [(float(e[0]), float(e[-1])) for e in fe1.edges]
     fe2 = free_energy_map(y2, bins=[len(c) for c in fe1.centres], bandwidth=fe1.bandwidth,
-                          extent=extent, n_boot=0, seed=seed)
+                          extent=extent, n_boot=0, seed=seed, kernel='fixed')
     ok = np.isfinite(fe1.dG) & np.isfinite(fe2.dG) & (fe1.dG <= max_dG) & (fe2.dG <= max_dG)
     diff = (fe2.dG - fe1.dG)[ok]
     info = dict(n_cells=int(ok.sum()), max_dG=float(max_dG),

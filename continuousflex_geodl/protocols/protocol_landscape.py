@@ -13,12 +13,14 @@ from pwem.protocols.protocol_base_flexhub import ProtFlexBase
 from .. import constants as const
 from ..convert import gatherLatents, latentsToParticlesFlex
 from ..core.artifacts import LandscapeDir
-from ..core.settings import EmbeddingMethod, EnergyUnit, LandscapeSettings as LS, StateMethod
+from ..core.settings import (EmbeddingMethod, EnergyUnit, LandscapeSettings as LS, MapKernel,
+                             StateMethod)
 from .protocol_base import GeoDLProtBase
 
 EMBEDDINGS = const.EMBEDDINGS
 STATE_METHODS = const.STATE_METHODS
 UNITS = const.UNITS
+MAP_KERNELS = const.MAP_KERNELS
 
 
 class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
@@ -104,6 +106,14 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
                       expertLevel=params.LEVEL_ADVANCED, label='Minimum population',
                       help="'auto' states: merge basins holding less than this fraction "
                            'of the particles.')
+        form.addParam('kernel', params.EnumParam, choices=MAP_KERNELS,
+                      default=MapKernel.index(LS.kernel),
+                      expertLevel=params.LEVEL_ADVANCED, label='Map kernel width',
+                      help="Kernel width over the free-energy map and its states. 'adaptive': "
+                           'narrower where the particles are dense and wider where they are '
+                           "sparse (Abramson's square-root law), so a sharp minor state "
+                           "between broad ones keeps its barriers; 'fixed': one "
+                           'cross-validated width everywhere.')
         form.addParam('units', params.EnumParam, choices=UNITS,
                       default=EnergyUnit.index(LS.units),
                       label='Free-energy units',
@@ -148,6 +158,7 @@ class GeoDLProtLandscape(GeoDLProtBase, ProtFlexBase):
                 '--min-population', self.minPopulation.get(),
                 '--bootstrap', self.bootstrap.get(),
                 '--fe-bootstrap', self.feBootstrap.get(),
+                '--kernel', MAP_KERNELS[self.kernel.get()],
                 '--units', UNITS[self.units.get()],
                 '--temperature', self.temperature.get(),
                 '--seed', self.seed.get(),

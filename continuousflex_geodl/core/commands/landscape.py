@@ -169,6 +169,7 @@ def add_args(parser):
     _state_args(p)
     add_settings(p, L, 'bootstrap', 'fe_bootstrap', 'bins')
     add_setting(p, '--bandwidth', L, 'bandwidth', choices=None)
+    add_setting(p, '--kernel', L, 'kernel')
     p.add_argument('--latent-dG', action='store_true',
                    help='also compute each particle\'s dG directly in latent space '
                         '(latent_dG.npz)')
@@ -276,7 +277,7 @@ def main(args):
                   bins=args.bins, bandwidth=_bandwidth(args.bandwidth), units=args.units,
                   temperature=args.temperature, seed=args.seed,
                   latent_dG=args.latent_dG, latent_boot=args.latent_bootstrap,
-                  smooth=args.density_smoothing,
+                  smooth=args.density_smoothing, kernel=args.kernel,
                   decoder=make_decoder(args.model, args.device, not args.no_volumes))
     elif action == 'path':
         z = P.load_latents(args.latents)

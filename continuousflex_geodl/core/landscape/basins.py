@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .density import binned_density, cell_centres, cell_index  # noqa: F401 (grid helpers)
+
 
 def knn_edges(points, k=10):
     """Undirected edges (E, 2) of the symmetrised k-nearest-neighbour graph."""
@@ -275,32 +277,33 @@ def grid_edges(shape):
 
 def barrier_std(y, h, peak_points, saddle_points, weights=None, chunk=1 << 16):
     """Sampling s.d. (kT) of ln p(peak) - ln p(saddle) of a Gaussian KDE of
-    width ``h`` (D,) over the particles ``y`` (N, D), for (E, D) point pairs.
+    width ``h`` -- (D,), or (N, D): one width per particle (adaptive kernel)
+    -- over the particles ``y`` (N, D), for (E, D) point pairs.
 
     Delta method for the Poisson bootstrap (each particle's weight ~
-    Poisson(w_i)): with K_i(x) the kernel of particle i at x and
+    Poisson(w_i)): with K_i(x) the normalised kernel of particle i at x and
     S(x) = sum_i w_i K_i(x), var = sum_i w_i (K_i(a)/S(a) - K_i(b)/S(b))^2.
     The normalisation of p cancels in the difference.
     """
     y = np.asarray(y, np.float64)
-    h = np.asarray(h, np.float64)
-    a = np.asarray(peak_points, np.float64).reshape(-1, y.shape[1]) / h
-    b = np.asarray(saddle_points, np.float64).reshape(-1, y.shape[1]) / h
+    hp = np.broadcast_to(np.asarray(h, np.float64), y.shape)
+    a = np.asarray(peak_points, np.float64).reshape(-1, y.shape[1])
+    b = np.asarray(saddle_points, np.float64).reshape(-1, y.shape[1])
     w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
 
-    def kern(u, x):
-        return np.exp(-0.5 * ((u[:, None, :] - x[None]) ** 2).sum(-1))
+    def kern(s, x):
+        yy, hh = y[s:s + chunk], hp[s:s + chunk]
+        r2 = (((yy[:, None, :] - x[None]) / hh[:, None, :]) ** 2).sum(-1)
+        return np.exp(-0.5 * r2) / np.prod(hh, 1)[:, None]
 
     sa, sb = np.zeros(len(a)), np.zeros(len(b))
     for s in range(0, len(y), chunk):
-        u = y[s:s + chunk] / h
-        sa += w[s:s + chunk] @ kern(u, a)
-        sb += w[s:s + chunk] @ kern(u, b)
+        sa += w[s:s + chunk] @ kern(s, a)
+        sb += w[s:s + chunk] @ kern(s, b)
     var = np.zeros(len(a))
     with np.errstate(divide='ignore', invalid='ignore'):
         for s in range(0, len(y), chunk):
-            u = y[s:s + chunk] / h
-            d = kern(u, a) / sa - kern(u, b) / sb
+            d = kern(s, a) / sa - kern(s, b) / sb
             var += w[s:s + chunk] @ (d * d)
     return np.sqrt(np.where(np.isfinite(var), var, np.inf))
 
@@ -326,26 +329,8 @@ class MapBasins:
     density: np.ndarray
 
 
-def cell_index(y, lo, width, bins):
-    """Flat index of the grid cell holding each point (clipped to the grid)."""
-    y = np.asarray(y, np.float64)
-    d = y.shape[1]
-    i = [np.clip(np.floor((y[:, a] - lo[a]) / width[a]).astype(np.int64), 0, bins[a] - 1)
-         for a in range(d)]
-    return i[0] if d == 1 else i[1] * int(bins[0]) + i[0]
-
-
-def cell_centres(lo, width, bins):
-    """(n_cells, D) centres in the flat order of ``cell_index``."""
-    c = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(len(bins))]
-    if len(bins) == 1:
-        return c[0][:, None]
-    gx, gy = np.meshgrid(c[0], c[1])  # [iy, ix]
-    return np.stack([gx.ravel(), gy.ravel()], 1)
-
-
 def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.0,
-               min_population=0.01, cache=None):
+               min_population=0.01, cache=None, factors=None):
     """Free-energy basins of the map (binned KDE of the embedding ``y``).
 
     The density is ``density.binned_density`` (the map the user sees, same
@@ -358,11 +343,14 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     (its basin of attraction on the map).  ``weights`` (N,) optional particle
     weights (bootstrap replicates); the barriers' s.d. is computed from the
     binned (weighted) counts, as the map is; ``cache`` an optional dict kept between
-    calls on the same particles and grid (bootstrap replicates).
+    calls on the same particles and grid (bootstrap replicates); ``factors``
+    the per-cell log2 width factors of an adaptive kernel
+    (``density.local_width_factors``; None: one width ``h``).
     """
     from .density import binned_density
     y = np.asarray(y, np.float64)
-    density, counts = binned_density(y, h, lo, width, bins, weights, return_counts=True)
+    density, counts = binned_density(y, h, lo, width, bins, weights, factors,
+                                     return_counts=True)
     dens = np.asarray(density, np.float64).ravel()
     counts = counts.ravel()
     w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
@@ -388,9 +376,10 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
 
     occ = np.nonzero(counts > 0)[0]  # the binned particles: same estimate as the map
     cy, cw = centres[occ], counts[occ]
+    hy = h if factors is None else np.asarray(h)[None] * 2.0 ** factors[occ][:, None]
 
     def significant(peaks, saddles, bars):
-        sd = barrier_std(cy, h, centres[act_idx[peaks]], centres[act_idx[saddles]], cw)
+        sd = barrier_std(cy, hy, centres[act_idx[peaks]], centres[act_idx[saddles]], cw)
         return bars >= significance * sd
 
     bas = persistence_basins(f, e, barrier=barrier, min_population=min_population,
@@ -399,7 +388,7 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     cell_labels = np.full(len(dens), -1)
     cell_labels[act_idx] = bas.labels
     peaks = act_idx[bas.peaks]
-    bars, z = _final_barriers(cy, h, cw, f, e, bas, centres[act_idx])
+    bars, z = _final_barriers(cy, hy, cw, f, e, bas, centres[act_idx])
     labels = cell_labels[cell]
     pops = np.bincount(labels, w, minlength=len(peaks)) / w.sum()
     return MapBasins(cell_labels, labels, peaks, bars, z, pops, density)

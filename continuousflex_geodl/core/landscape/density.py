@@ -21,9 +21,10 @@ maximum.
 
 * ``free_energy_map(y, ...)`` -- 1D/2D embeddings: linear binning of *all*
   particles on a grid, Gaussian smoothing (a binned KDE: O(N) and memory-light
-  for 10^6 particles) of cross-validated width (``map_bandwidth``), bootstrap
-  error.  ``binned_density`` is the same density for given (bootstrap)
-  weights; the default states are the basins of this map
+  for 10^6 particles) of cross-validated width (``map_bandwidth``), made
+  adaptive by default (``local_width_factors``: Abramson's square-root law,
+  applied per class of equal width), bootstrap error.  ``binned_density`` is
+  the same density for given (bootstrap) weights; the default states are the basins of this map
   (``basins.map_basins``, ``states.fit_states``).  ``FreeEnergyMap.at(points)`` gives
   each particle's dG by interpolation.
 * ``LatentKDE`` / ``latent_free_energy(z, points)`` -- directly in latent
@@ -36,11 +37,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..settings import LandscapeSettings
+from ..settings import LandscapeSettings, MapKernel
 
 KB_KCAL_PER_MOL_K = 0.0019872043  # Boltzmann constant, kcal/(mol K)
 KB_KJ_PER_MOL_K = 0.0083144626    # kJ/(mol K)
 DEFAULT_TEMPERATURE = LandscapeSettings.temperature  # K
+#: adaptive kernel: width h * (p / g)^-ADAPTIVE_ALPHA (Abramson 1982: 1/2)
+ADAPTIVE_ALPHA = 0.5
+#: adaptive kernel: log2 of the width factor, rounded to steps of this (one
+#: Gaussian filter per step) and kept within +-FACTOR_LIMIT (1/4 to 4 times h)
+FACTOR_STEP = 0.25
+FACTOR_LIMIT = 2.0
 
 
 def energy_scale(units='kT', temperature=DEFAULT_TEMPERATURE):
@@ -112,6 +119,7 @@ class FreeEnergyMap:
     n_particles: int
     n_boot: int = 0
     extra: dict = field(default_factory=dict)
+    width_factor: np.ndarray = None
 
     @property
     def ndim(self):
@@ -146,7 +154,8 @@ class FreeEnergyMap:
         """npz: ``dG``/``dG_std`` in ``units``, ``dG_kT``, ``dG_std_kT``,
         ``density``, ``x`` (and ``y`` in 2D) grid centres, ``bandwidth``,
         ``units``, ``temperature_K``, ``kT`` (1 kT in units), ``n_particles``,
-        ``n_boot``, plus any extra per-particle ``arrays`` given."""
+        ``n_boot``, ``width_factor`` (adaptive kernel: the width factor of
+        each cell), plus any extra per-particle ``arrays`` given."""
         from ..fileio import atomic_write
         scale = energy_scale(units, temperature)
         data = dict(dG=self.dG * scale, dG_std=self.dG_std * scale, dG_kT=self.dG,
@@ -157,6 +166,8 @@ class FreeEnergyMap:
                     n_boot=np.array(self.n_boot))
         if self.ndim == 2:
             data['y'] = self.centres[1]
+        if self.width_factor is not None:
+            data['width_factor'] = self.width_factor
         data.update(arrays)
         with atomic_write(path, 'wb') as fh:
             np.savez(fh, **data)
@@ -171,9 +182,10 @@ def load_free_energy(path):
         centres = [f['x']] + ([f['y']] if 'y' in f.files else [])
         extra = {k: f[k] for k in f.files if k not in (
             'dG', 'dG_std', 'dG_kT', 'dG_std_kT', 'density', 'x', 'y', 'bandwidth',
-            'n_particles', 'n_boot')}
+            'n_particles', 'n_boot', 'width_factor')}
         return FreeEnergyMap(centres, f['dG_kT'], f['dG_std_kT'], f['density'],
-                             f['bandwidth'], int(f['n_particles']), int(f['n_boot']), extra)
+                             f['bandwidth'], int(f['n_particles']), int(f['n_boot']), extra,
+                             f['width_factor'] if 'width_factor' in f.files else None)
 
 
 def _linear_bin_indices(y, lo, width, shape):
@@ -252,20 +264,31 @@ def map_grid(y, h, bins=None, extent=None):
     return lo, span / np.array(bins), bins
 
 
+def _check_kernel(kernel):
+    k = str(getattr(kernel, 'value', kernel)).strip().lower()
+    if k not in MapKernel.values():
+        raise ValueError("Unknown map kernel '%s': use %s." % (
+            kernel, ' or '.join("'%s'" % v for v in MapKernel.values())))
+    return k
+
+
 def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0,
-                    weights=None, chunk=1 << 20):
+                    weights=None, kernel=LandscapeSettings.kernel, chunk=1 << 20):
     """Binned Gaussian KDE and dG (kT) of a 1D or 2D embedding of all particles.
 
     ``y`` (N, D) with D = 1 or 2.  ``bandwidth``: 'cv' (default; see
     ``map_bandwidth``), 'scott', 'silverman', a
     number (kernel width in embedding units, all axes) or a sequence (one per
-    axis).  ``bins``: cells per axis (default: about 3 per kernel width,
-    64-400).  ``extent``: ((lo, hi), ...) per axis; default the 0.05-99.95
-    percentile range padded by 3 kernel widths.  ``n_boot`` bootstrap
-    replicates (0: no error estimate).  ``weights`` optional per-particle
-    weights.  Memory and time are O(N) (N = 10^6 is fine).
+    axis).  ``kernel``: 'adaptive' (default) -- each particle's width is
+    that times its cell's factor (``local_width_factors``); 'fixed' -- the
+    same width everywhere.  ``bins``: cells per axis (default: about 3 per
+    kernel width, 64-400).  ``extent``: ((lo, hi), ...) per axis; default
+    the 0.05-99.95 percentile range padded by 3 kernel widths.  ``n_boot``
+    bootstrap replicates (0: no error estimate; the width factors are those
+    of the data, kept in every replicate).  ``weights`` optional
+    per-particle weights.  Memory and time are O(N) per replicate (N = 10^6
+    is fine).
     """
-    from scipy.ndimage import gaussian_filter
     y = _check_points(y)
     n, d = y.shape
     if d not in (1, 2):
@@ -276,68 +299,110 @@ def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0
     if w_in is not None and w_in.shape != (n,):
         raise ValueError('weights must have one value per particle (%d); got %s'
                          % (n, w_in.shape))
+    adaptive = _check_kernel(kernel) == MapKernel.ADAPTIVE.value
     h = map_bandwidth(y, bandwidth, w_in, seed)
     lo, width, bins = map_grid(y, h, bins, extent)
-    shape_xy = tuple(bins)  # axis order (x, y)
-    ncell = int(np.prod(shape_xy))
-    sigma_cells = h / width
-
-    def smooth(counts):
-        grid = counts.reshape(shape_xy)
-        grid = gaussian_filter(grid, sigma=sigma_cells, mode='constant', truncate=4.0)
-        grid = np.clip(grid, 0.0, None)
-        return grid.T if d == 2 else grid  # -> [iy, ix]
-
-    rng = np.random.default_rng(seed)
-    counts = np.zeros(ncell)
-    boot = np.zeros((n_boot, ncell)) if n_boot else None
-    for s in range(0, n, chunk):
-        yy = np.asarray(y[s:s + chunk], dtype=np.float64)
-        idx, wts = _linear_bin_indices(yy, lo, width, shape_xy)
-        if w_in is not None:
-            wts = wts * w_in[s:s + chunk, None]
-        counts += np.bincount(idx.ravel(), wts.ravel(), minlength=ncell)
-        for b in range(n_boot):
-            pw = rng.poisson(1.0, len(yy)).astype(np.float64)
-            boot[b] += np.bincount(idx.ravel(), (wts * pw[:, None]).ravel(), minlength=ncell)
-    total = counts.sum() if w_in is None else w_in.sum()
-    cell = float(np.prod(width))
-    dens = smooth(counts) / (max(total, 1e-300) * cell)
+    factors = local_width_factors(y, h, lo, width, bins, w_in, chunk) if adaptive else None
+    dens = binned_density(y, h, lo, width, bins, w_in, factors, chunk)
     dG = _neg_log_ratio(dens)
     dG_std = np.full_like(dG, np.nan)
     if n_boot:
-        reps = np.stack([_neg_log_ratio(smooth(boot[b])) for b in range(n_boot)])
+        rng = np.random.default_rng(seed)
+        reps = np.empty((int(n_boot),) + dG.shape)
+        for b in range(int(n_boot)):
+            pw = rng.poisson(1.0, n).astype(np.float64)
+            reps[b] = _neg_log_ratio(binned_density(
+                y, h, lo, width, bins, pw if w_in is None else pw * w_in, factors, chunk))
         ok = np.isfinite(reps).all(0) & np.isfinite(dG)
         dG_std[ok] = reps[:, ok].std(0, ddof=1) if n_boot > 1 else 0.0
     centres = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(d)]
-    return FreeEnergyMap(centres, dG, dG_std, dens, h, n, int(n_boot))
+    wf = None if factors is None else (2.0 ** factors).reshape(dG.shape)
+    return FreeEnergyMap(centres, dG, dG_std, dens, h, n, int(n_boot), width_factor=wf)
 
 
-def binned_density(y, h, lo, width, bins, weights=None, chunk=1 << 20, return_counts=False):
+def cell_index(y, lo, width, bins):
+    """Flat index of the grid cell holding each point (clipped to the grid;
+    [iy, ix] C order in 2D, as the map's arrays)."""
+    y = np.asarray(y, np.float64)
+    d = y.shape[1]
+    i = [np.clip(np.floor((y[:, a] - lo[a]) / width[a]).astype(np.int64), 0, bins[a] - 1)
+         for a in range(d)]
+    return i[0] if d == 1 else i[1] * int(bins[0]) + i[0]
+
+
+def cell_centres(lo, width, bins):
+    """(n_cells, D) centres in the flat order of ``cell_index``."""
+    c = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(len(bins))]
+    if len(bins) == 1:
+        return c[0][:, None]
+    gx, gy = np.meshgrid(c[0], c[1])  # [iy, ix]
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def local_width_factors(y, h, lo, width, bins, weights=None, chunk=1 << 20):
+    """log2 of the adaptive kernel's width factor in each grid cell (flat,
+    the order of ``cell_index``).
+
+    Abramson (1982, Ann. Stat. 10:1217): a particle's kernel has width
+    ``h * (p(y_i) / g)^-1/2``, with ``p`` the fixed-width density (the pilot,
+    ``binned_density`` with width ``h``) at the particle's cell and ``g`` the
+    geometric mean of p over the particles.  This halves the bias of a
+    fixed kernel at density peaks: the width follows the local scale of the
+    density, narrow in a sharp basin and wide in sparse regions.  The log2
+    factors are rounded to steps of ``FACTOR_STEP`` (one Gaussian filter per
+    step) and kept within +-``FACTOR_LIMIT``.  A particle's factor is that
+    of the cell holding it.
+    """
+    y = np.asarray(y, np.float64)
+    pilot = binned_density(y, h, lo, width, bins, weights, None, chunk).ravel()
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
+    lp = np.log(np.maximum(pilot, 1e-300))
+    ok = w > 0
+    log_g = np.average(lp[cell_index(y[ok], lo, width, bins)], weights=w[ok])
+    l2 = -ADAPTIVE_ALPHA * (lp - log_g) / np.log(2.0)
+    l2 = np.round(l2 / FACTOR_STEP) * FACTOR_STEP
+    return np.clip(l2, -FACTOR_LIMIT, FACTOR_LIMIT)
+
+
+def binned_density(y, h, lo, width, bins, weights=None, factors=None, chunk=1 << 20,
+                   return_counts=False):
     """The map's density (per unit area; [iy, ix] in 2D) of particles ``y``
-    (N, D) with optional ``weights`` on the grid (lo, width, bins): the same
-    linear binning and Gaussian smoothing as ``free_energy_map``, so
-    ``binned_density(y, fe.bandwidth, ...)`` equals ``fe.density``.
+    (N, D) with optional ``weights`` on the grid (lo, width, bins): linear
+    binning, then a Gaussian filter of width ``h`` (D,) -- per class of
+    particles of equal width ``h * 2^f`` when ``factors`` (the per-cell log2
+    factors of ``local_width_factors``) are given.  ``free_energy_map``
+    computes its density with this, so ``binned_density(y, fe.bandwidth,
+    ..., factors=log2(fe.width_factor))`` equals ``fe.density``.
     ``return_counts``: also the (weighted) binned counts before smoothing,
-    same layout as the density."""
+    same layout as the density.
+    """
     from scipy.ndimage import gaussian_filter
     y = np.asarray(y)
     d = y.shape[1]
     shape_xy = tuple(int(b) for b in bins)
     ncell = int(np.prod(shape_xy))
-    counts = np.zeros(ncell)
+    levels = np.zeros(1) if factors is None else np.unique(factors)
+    counts = np.zeros(len(levels) * ncell)
     for s in range(0, len(y), chunk):
-        idx, wts = _linear_bin_indices(np.asarray(y[s:s + chunk], np.float64), lo, width,
-                                       shape_xy)
+        yy = np.asarray(y[s:s + chunk], np.float64)
+        idx, wts = _linear_bin_indices(yy, lo, width, shape_xy)
         if weights is not None:
             wts = wts * np.asarray(weights[s:s + chunk], np.float64)[:, None]
-        counts += np.bincount(idx.ravel(), wts.ravel(), minlength=ncell)
+        if factors is not None:
+            cls = np.searchsorted(levels, factors[cell_index(yy, lo, width, bins)])
+            idx = idx + (cls * ncell)[:, None]
+        counts += np.bincount(idx.ravel(), wts.ravel(), minlength=len(counts))
+    counts = counts.reshape(len(levels), ncell)
     total = counts.sum() if weights is None else float(np.sum(weights))
-    grid = gaussian_filter(counts.reshape(shape_xy), sigma=np.asarray(h) / np.asarray(width),
-                           mode='constant', truncate=4.0)
+    grid = np.zeros(shape_xy)
+    for c, lev in enumerate(levels):
+        if counts[c].any():
+            grid += gaussian_filter(counts[c].reshape(shape_xy),
+                                    sigma=np.asarray(h) * 2.0 ** lev / np.asarray(width),
+                                    mode='constant', truncate=4.0)
     grid = np.clip(grid, 0.0, None) / (max(total, 1e-300) * float(np.prod(width)))
     if return_counts:
-        c = counts.reshape(shape_xy)
+        c = counts.sum(0).reshape(shape_xy)
         return (grid.T, c.T) if d == 2 else (grid, c)
     return grid.T if d == 2 else grid
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..artifacts import ApplyDir, LandscapeDir, PathDir, SubsetDir
 from ..io.latents import load_latents as read_latents
-from ..settings import PATH_POINTS, PathKind
+from ..settings import PATH_POINTS, LandscapeSettings, PathKind
 from .density import DEFAULT_TEMPERATURE, energy_scale, free_energy_map
 from .embedding import fit_embedding, fit_pca
 from .plots import axis_labels
@@ -39,7 +39,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
             min_population=0.01, max_states=10, knn=10, max_fit=20000, n_boot=100,
             fe_boot=50, bins=None, bandwidth='cv', units='kT',
             temperature=DEFAULT_TEMPERATURE, seed=0, decoder=None, latent_dG=False,
-            latent_boot=0, smooth=2, log=None):
+            latent_boot=0, smooth=2, kernel=LandscapeSettings.kernel, log=None):
     """Embedding, free-energy map, states (+ structures at the state centres).
 
     ``prior`` a Mixture (states from the model's prior).  ``decoder`` an
@@ -51,6 +51,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     (``latent_dG.npz``; a KDE of 5,000 particles evaluated at all N, with
     ``latent_boot`` bootstrap replicates for its error).  ``smooth``: steps of
     graph averaging of the density before finding basins (``fit_states``).
+    ``kernel``: the map's kernel, 'adaptive' or 'fixed' (``free_energy_map``).
     Returns the summary dict (also written to ``summary.json``).
     """
     log = log or logger.info
@@ -74,7 +75,8 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     emb.save(land.embedding_model_path)
     land.write_embedding(y)
     log('landscape: free energy on the %s map (%d bootstrap replicates)' % (embedding, fe_boot))
-    fe = free_energy_map(y, bins=bins, bandwidth=bandwidth, n_boot=fe_boot, seed=seed)
+    fe = free_energy_map(y, bins=bins, bandwidth=bandwidth, n_boot=fe_boot, seed=seed,
+                         kernel=kernel)
     scale = energy_scale(units, temperature)
     pdg = fe.at(y)
     land.write_free_energy(fe, units, temperature, particle_dG=pdg * scale,
@@ -89,7 +91,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
     st = fit_states(z, method=method, n_states=n_states, prior=prior, max_states=max_states,
                     barrier=barrier, min_population=min_population, knn=knn, n_boot=n_boot,
                     max_fit=max_fit, seed=seed, smooth=smooth, embedding=emb,
-                    bandwidth=bandwidth, bins=bins)  # 'auto': basins of this very map
+                    bandwidth=bandwidth, bins=bins, kernel=kernel)  # 'auto': this very map
     st.save(out)
     cen_y = emb.transform(st.centres)
     land.write_state_centres(st.centres, cen_y)
@@ -117,6 +119,7 @@ def analyze(z, out, embedding='pca', n_states='auto', method='gmm', prior=None, 
         pca_explained_variance_ratio=pca.explained_variance_ratio.tolist(),
         free_energy=dict(units=units, temperature_K=float(temperature),
                          kT_in_units=float(scale), bandwidth=fe.bandwidth.tolist(),
+                         kernel=str(getattr(kernel, 'value', kernel)),
                          grid=[len(c) for c in fe.centres], n_boot=int(fe_boot),
                          convention='dG = -kT ln(p/p_max) of a Gaussian KDE on the map'),
         states=dict(st.to_json(), centre_dG=[None if not np.isfinite(v) else float(v * scale)

@@ -34,12 +34,13 @@ def test_energy_units_are_kT_and_RT():
 
 
 def test_free_energy_of_gaussian_is_quadratic():
-    """Binned KDE of N(0, s^2 I) is N(0, (s^2 + h^2) I): dG = r^2 / 2(s^2 + h^2)."""
+    """Binned KDE (fixed kernel) of N(0, s^2 I) is N(0, (s^2 + h^2) I):
+    dG = r^2 / 2(s^2 + h^2)."""
     rng = np.random.default_rng(0)
     s = np.array([1.0, 0.5])
     y = rng.standard_normal((200000, 2)) * s
     fe = D.free_energy_map(y, bandwidth=0.1, n_boot=20, extent=[(-4, 4), (-2, 2)],
-                           bins=(160, 80))
+                           bins=(160, 80), kernel='fixed')
     x, yy = np.meshgrid(*fe.centres)
     expect = 0.5 * (x ** 2 / (s[0] ** 2 + 0.01) + yy ** 2 / (s[1] ** 2 + 0.01))
     inside = expect < 3.0
@@ -247,7 +248,11 @@ def test_bar_three_states_paths_through_minor_middle_state(dim):
     path are monotone in the true coordinate (Spearman >= 0.95)."""
     toy = three_state_curve(6000, dim=dim, seed=dim)
     z = toy.latents.astype(np.float64)
-    st = fit_states(z, method='gmm', n_states='auto', n_boot=5, seed=0)
+    # fixed kernel: on this 8-D draw the adaptive map splits an end state in two
+    # (0.21 + 0.18, one of them flagged unresolved) -- a known cost of the
+    # adaptive default on curved toy paths, counted in
+    # benchmarks/report/realistic_kernel.md; the paths below are the subject here
+    st = fit_states(z, method='gmm', n_states='auto', n_boot=5, seed=0, kernel='fixed')
     assert st.n_states == 3
     np.testing.assert_array_equal(st.predict(st.centres), np.arange(3))
     tab = np.zeros((3, 3))
@@ -432,3 +437,39 @@ def test_export_star_subset(tmp_path):
     np.testing.assert_allclose(sub.images[np.arange(3)], pset.images[idx], atol=1e-6)
     with pytest.raises(ValueError, match='do not correspond'):
         S.export_star(star, [0, 99], str(tmp_path / 'bad.star'))
+
+
+def test_adaptive_map_is_the_direct_sum_of_per_particle_kernels():
+    """The binned adaptive density equals an exact sum of Gaussians of width
+    h * factor(cell of the particle), computed here without binning, with
+    factors that follow Abramson's law (p_pilot / g)^-1/2 (to the rounding)."""
+    rng = np.random.default_rng(4)
+    y = np.r_[rng.standard_normal((1500, 2)) * [0.6, 0.4] + [-1.5, 0.0],
+              rng.standard_normal((500, 2)) * 0.1]
+    fe = D.free_energy_map(y, bandwidth=0.15, n_boot=0, bins=(200, 120))
+    fixed = D.free_energy_map(y, bandwidth=0.15, n_boot=0, bins=(200, 120), kernel='fixed')
+    assert fixed.width_factor is None
+    lo = np.array([c[0] - 0.5 * (c[1] - c[0]) for c in fe.centres])
+    width = np.array([c[1] - c[0] for c in fe.centres])
+    cell = D.cell_index(y, lo, width, [200, 120])
+    f = fe.width_factor.ravel()[cell]
+    # Abramson's law, on the fixed-width map of the same width and grid
+    pilot = fixed.density.ravel()[cell]
+    law = (pilot / np.exp(np.log(pilot).mean())) ** -0.5
+    assert np.all(np.abs(np.log2(f) - np.clip(np.log2(law), -2, 2)) <= 0.125 + 1e-9)
+    assert f[1500:].mean() < 0.8 < 1.0 < f[:1500].mean()  # narrow in the sharp blob
+    hi = 0.15 * f
+    x, yy = np.meshgrid(*fe.centres)
+    pts = np.c_[x.ravel(), yy.ravel()]
+    direct = np.zeros(len(pts))
+    for s in range(0, len(y), 200):
+        d2 = ((pts[:, None, :] - y[None, s:s + 200]) ** 2).sum(-1)
+        direct += (np.exp(-0.5 * d2 / hi[None, s:s + 200] ** 2)
+                   / (2 * np.pi * hi[None, s:s + 200] ** 2)).sum(1)
+    direct = direct.reshape(fe.density.shape) / len(y)
+    big = direct > 0.01 * direct.max()
+    rel = np.abs(fe.density - direct)[big] / direct[big]
+    assert np.median(rel) < 0.01 and rel.max() < 0.06, (np.median(rel), rel.max())
+    # the sharp blob's peak: the adaptive map is closer to the true density
+    true_peak = 0.25 / (2 * np.pi * 0.1 ** 2)
+    assert abs(fe.density.max() - true_peak) < abs(fixed.density.max() - true_peak)

@@ -182,7 +182,7 @@ def _core_functions():
             n_boot=(L, 'bootstrap'), fe_boot=(L, 'fe_bootstrap'), bins=(L, 'bins'),
             bandwidth=(L, 'bandwidth'), units=(L, 'units'), temperature=(L, 'temperature'),
             seed=(L, 'seed'), latent_boot=(L, 'latent_bootstrap'),
-            smooth=(L, 'density_smoothing'))),
+            smooth=(L, 'density_smoothing'), kernel=(L, 'kernel'))),
         (pipeline.compute_path, dict(
             kind=(P, 'kind'), n_points=(P, 'n_points'), pc=(P, 'pc'),
             percentiles=(P, 'percentiles'), knn=(P, 'knn'), alpha=(P, 'alpha'),
@@ -305,7 +305,7 @@ FORM_SETTINGS = {
         embedding=(L, 'embedding'), nStates=(L, 'n_states'), stateMethod=(L, 'method'),
         barrier=(L, 'barrier'), minPopulation=(L, 'min_population'), units=(L, 'units'),
         temperature=(L, 'temperature'), bootstrap=(L, 'bootstrap'),
-        feBootstrap=(L, 'fe_bootstrap'), seed=(L, 'seed')),
+        feBootstrap=(L, 'fe_bootstrap'), seed=(L, 'seed'), kernel=(L, 'kernel')),
     'GeoDLProtStructures': dict(pathKind=(P, 'kind'), nPoints=(P, 'n_points')),
     'GeoDLProtCompareLandscapes': dict(k=(D, 'k')),
     'GeoDLProtPoses': dict(
