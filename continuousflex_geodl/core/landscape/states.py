@@ -42,13 +42,15 @@
   states with populations within 0.03 (uniform set: 1) in 19 -- it merged
   the middle state in 3 and misplaced its boundary in 1; the adaptive kernel
   in 21 -- 1 merge, and 2 runs with the middle population 0.035 off (every
-  interval held the truth with both).  Its cost: on curved 8-D toy paths it sometimes splits
-  a broad state in two (a bump of the projected path, 0.4-0.5 kT, one part
-  flagged unresolved), which the fixed kernel smooths over -- counts in the
-  same report.  On null beds (uniform paths and Gaussians, 500-8,000
-  particles, 4-8D; 60 sets) no bump passed both thresholds with the
-  adaptive kernel (the deepest, 0.49 kT, had z = 2.9), one did with the
-  fixed kernel (0.36 kT, z = 4.7).  ``kernel='fixed'`` gives the
+  interval held the truth with both).  On five beds with an exact truth
+  (20 seeds each; same report) 90 against 85 of 100: better where basins
+  differ in width (Gaussian basins 20 / 18; with 2 % outliers 15 / 7),
+  worse on curved 8-D paths (``three_state_curve`` 17 / 20,
+  ``latent_bed('three')`` 18 / 20), where it can split a broad state in two
+  at a bump of the projected path (0.4-0.5 kT, one part usually flagged
+  unresolved) that the fixed kernel smooths over.  On 60 null beds (uniform
+  paths and Gaussians, 500-8,000 particles, 4-8D) neither kernel kept a
+  second basin through both thresholds.  ``kernel='fixed'`` gives the
   one-width map.  Why not the previous default (a BIC Gaussian
   mixture in latent space, basins on a k-NN graph, 1 kT): the density of a
   mixture in 4-8 latent dimensions at each particle follows the particle's
