@@ -347,7 +347,6 @@ def map_basins(y, h, lo, width, bins, weights=None, barrier=0.3, significance=3.
     the per-cell log2 width factors of an adaptive kernel
     (``density.local_width_factors``; None: one width ``h``).
     """
-    from .density import binned_density
     y = np.asarray(y, np.float64)
     density, counts = binned_density(y, h, lo, width, bins, weights, factors,
                                      return_counts=True)

@@ -20,13 +20,14 @@ standard deviation of dG over the replicates, each normalised by its own
 maximum.
 
 * ``free_energy_map(y, ...)`` -- 1D/2D embeddings: linear binning of *all*
-  particles on a grid, Gaussian smoothing (a binned KDE: O(N) and memory-light
-  for 10^6 particles) of cross-validated width (``map_bandwidth``), made
+  particles on a grid, Gaussian smoothing (a binned KDE: O(N); the
+  particles' cells are kept for the bootstrap, 64 bytes each) of
+  cross-validated width (``map_bandwidth``), made
   adaptive by default (``local_width_factors``: Abramson's square-root law,
   applied per class of equal width), bootstrap error.  ``binned_density`` is
-  the same density for given (bootstrap) weights; the default states are the basins of this map
-  (``basins.map_basins``, ``states.fit_states``).  ``FreeEnergyMap.at(points)`` gives
-  each particle's dG by interpolation.
+  the same density for given (bootstrap) weights; the default states are the
+  basins of this map (``basins.map_basins``, ``states.fit_states``).
+  ``FreeEnergyMap.at(points)`` gives each particle's dG by interpolation.
 * ``LatentKDE`` / ``latent_free_energy(z, points)`` -- directly in latent
   space (any dimension): whitened Gaussian KDE fitted on a subsample
   (``max_fit``), width by likelihood cross-validation, evaluated exactly at
@@ -264,14 +265,6 @@ def map_grid(y, h, bins=None, extent=None):
     return lo, span / np.array(bins), bins
 
 
-def _check_kernel(kernel):
-    k = str(getattr(kernel, 'value', kernel)).strip().lower()
-    if k not in MapKernel.values():
-        raise ValueError("Unknown map kernel '%s': use %s." % (
-            kernel, ' or '.join("'%s'" % v for v in MapKernel.values())))
-    return k
-
-
 def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0,
                     weights=None, kernel=LandscapeSettings.kernel, chunk=1 << 20):
     """Binned Gaussian KDE and dG (kT) of a 1D or 2D embedding of all particles.
@@ -299,11 +292,12 @@ def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0
     if w_in is not None and w_in.shape != (n,):
         raise ValueError('weights must have one value per particle (%d); got %s'
                          % (n, w_in.shape))
-    adaptive = _check_kernel(kernel) == MapKernel.ADAPTIVE.value
+    adaptive = MapKernel.parse(kernel) is MapKernel.ADAPTIVE
     h = map_bandwidth(y, bandwidth, w_in, seed)
     lo, width, bins = map_grid(y, h, bins, extent)
     factors = local_width_factors(y, h, lo, width, bins, w_in, chunk) if adaptive else None
-    dens = binned_density(y, h, lo, width, bins, w_in, factors, chunk)
+    binned = _class_bins(y, lo, width, bins, factors, chunk)  # once, for every replicate
+    dens = _smoothed_density(binned, w_in, h, width, bins, chunk)
     dG = _neg_log_ratio(dens)
     dG_std = np.full_like(dG, np.nan)
     if n_boot:
@@ -311,8 +305,8 @@ def free_energy_map(y, bins=None, bandwidth='cv', extent=None, n_boot=50, seed=0
         reps = np.empty((int(n_boot),) + dG.shape)
         for b in range(int(n_boot)):
             pw = rng.poisson(1.0, n).astype(np.float64)
-            reps[b] = _neg_log_ratio(binned_density(
-                y, h, lo, width, bins, pw if w_in is None else pw * w_in, factors, chunk))
+            reps[b] = _neg_log_ratio(_smoothed_density(
+                binned, pw if w_in is None else pw * w_in, h, width, bins, chunk))
         ok = np.isfinite(reps).all(0) & np.isfinite(dG)
         dG_std[ok] = reps[:, ok].std(0, ddof=1) if n_boot > 1 else 0.0
     centres = [lo[a] + (np.arange(bins[a]) + 0.5) * width[a] for a in range(d)]
@@ -376,21 +370,40 @@ def binned_density(y, h, lo, width, bins, weights=None, factors=None, chunk=1 <<
     ``return_counts``: also the (weighted) binned counts before smoothing,
     same layout as the density.
     """
-    from scipy.ndimage import gaussian_filter
+    binned = _class_bins(y, lo, width, bins, factors, chunk)
+    return _smoothed_density(binned, weights, h, width, bins, chunk, return_counts)
+
+
+def _class_bins(y, lo, width, bins, factors=None, chunk=1 << 20):
+    """(levels, [(flat index, weight) per chunk of particles]): each
+    particle's 2^D linear-binning cells, offset by ``class * n_cells`` where
+    ``class`` is the position of its cell's factor in ``levels`` (one class
+    without ``factors``).  Computed once, reused by every bootstrap replicate."""
     y = np.asarray(y)
-    d = y.shape[1]
     shape_xy = tuple(int(b) for b in bins)
     ncell = int(np.prod(shape_xy))
     levels = np.zeros(1) if factors is None else np.unique(factors)
-    counts = np.zeros(len(levels) * ncell)
+    out = []
     for s in range(0, len(y), chunk):
         yy = np.asarray(y[s:s + chunk], np.float64)
         idx, wts = _linear_bin_indices(yy, lo, width, shape_xy)
-        if weights is not None:
-            wts = wts * np.asarray(weights[s:s + chunk], np.float64)[:, None]
         if factors is not None:
             cls = np.searchsorted(levels, factors[cell_index(yy, lo, width, bins)])
             idx = idx + (cls * ncell)[:, None]
+        out.append((idx, wts))
+    return levels, out
+
+
+def _smoothed_density(binned, weights, h, width, bins, chunk=1 << 20, return_counts=False):
+    """``binned_density`` from ``_class_bins`` (``chunk`` as there)."""
+    from scipy.ndimage import gaussian_filter
+    levels, parts = binned
+    shape_xy = tuple(int(b) for b in bins)
+    ncell = int(np.prod(shape_xy))
+    counts = np.zeros(len(levels) * ncell)
+    for k, (idx, wts) in enumerate(parts):
+        if weights is not None:
+            wts = wts * np.asarray(weights[k * chunk:(k + 1) * chunk], np.float64)[:, None]
         counts += np.bincount(idx.ravel(), wts.ravel(), minlength=len(counts))
     counts = counts.reshape(len(levels), ncell)
     total = counts.sum() if weights is None else float(np.sum(weights))
@@ -401,10 +414,11 @@ def binned_density(y, h, lo, width, bins, weights=None, factors=None, chunk=1 <<
                                     sigma=np.asarray(h) * 2.0 ** lev / np.asarray(width),
                                     mode='constant', truncate=4.0)
     grid = np.clip(grid, 0.0, None) / (max(total, 1e-300) * float(np.prod(width)))
+    two_d = len(shape_xy) == 2
     if return_counts:
         c = counts.sum(0).reshape(shape_xy)
-        return (grid.T, c.T) if d == 2 else (grid, c)
-    return grid.T if d == 2 else grid
+        return (grid.T, c.T) if two_d else (grid, c)
+    return grid.T if two_d else grid
 
 
 # ------------------------------------------------------------- latent space

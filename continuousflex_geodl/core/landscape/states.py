@@ -183,7 +183,7 @@ class States:
         return out
 
     def _predict_map(self, z, chunk):
-        from .basins import cell_centres, cell_index
+        from .density import cell_centres, cell_index
         g = self.grid
         lo, width, bins = g['lo'], g['width'], [int(b) for b in g['bins']]
         out = np.empty(len(z), np.int64)
@@ -520,8 +520,8 @@ def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_po
     """States = significant basins of the free-energy map (module docstring).
     The map, basins and replicates use every particle; the soft populations
     a random subsample of at most ``max_fit`` (their EM is O(N) per step)."""
-    from .basins import cell_centres, map_basins
-    from .density import _check_kernel, local_width_factors, map_bandwidth, map_grid
+    from .basins import map_basins
+    from .density import cell_centres, local_width_factors, map_bandwidth, map_grid
     from .embedding import fit_pca
     n, k = z.shape
     if not np.isfinite(np.asarray(z[:min(n, 1 << 16)])).all():  # full check in fit_pca
@@ -532,7 +532,7 @@ def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_po
     if not np.isfinite(y).all():
         raise ValueError('Some latent vectors are NaN or infinite: remove those particles '
                          'first.')
-    adaptive = _check_kernel(kernel) == MapKernel.ADAPTIVE.value
+    adaptive = MapKernel.parse(kernel) is MapKernel.ADAPTIVE
     h = map_bandwidth(y, bandwidth, seed=seed)
     lo, width, nb = map_grid(y, h, bins)
     factors = local_width_factors(y, h, lo, width, nb) if adaptive else None
@@ -552,7 +552,7 @@ def _fit_map_states(z, embedding, bandwidth, bins, barrier, significance, min_po
     # max_fit) the occupied grid cells with their particle counts -- the
     # replicates are then O(cells): a cell's Poisson(1) weights sum to Poisson(count)
     if n > max_fit:
-        from .basins import cell_index
+        from .density import cell_index
         cells = cell_index(y, lo, width, nb)
         occ, cnt = np.unique(cells, return_counts=True)
         ys, w0 = cell_centres(lo, width, nb)[occ], cnt.astype(np.float64)
